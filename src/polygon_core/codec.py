@@ -1,0 +1,264 @@
+"""Frame decoding and NDJSON archive lines.
+
+:func:`decode_frame` turns one WebSocket frame (a JSON array of heterogeneous elements)
+into typed events, status messages and rejects. It never raises: every element ends up as
+exactly one of an event, a status or a reject with a reason, and one bad element never
+sinks the others in its frame (each element is decoded on its own from a
+``list[msgspec.Raw]`` first pass, so the raw bytes of every element are at hand for the
+archive without re-encoding).
+
+:func:`archive_line` builds SPEC §3's NDJSON line from those raw bytes:
+``{"channel":..,"symbol":..,"ingestTs":..,<the wire fields exactly as received>}``.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import TypeAlias
+
+import msgspec
+
+from polygon_core.events import (
+    Channel,
+    FairMarketValue,
+    MarketEvent,
+    MinuteAggregate,
+    Quote,
+    StatusMessage,
+    Trade,
+)
+from polygon_core.keys import is_valid_symbol
+
+__all__ = [
+    "ArchiveEntry",
+    "DecodedFrame",
+    "FrameDecoder",
+    "Reject",
+    "RejectReason",
+    "archive_line",
+    "decode_frame",
+]
+
+EXCERPT_BYTES = 120
+_SYMBOL_CACHE_LIMIT = 1 << 16
+
+
+class RejectReason(StrEnum):
+    """Why an element (or a whole frame) produced nothing."""
+
+    INVALID_JSON = "invalid_json"
+    """The frame is not valid JSON (also NaN/Infinity literals)."""
+    NOT_ARRAY = "not_array"
+    """The frame is valid JSON but not an array."""
+    NOT_OBJECT = "not_object"
+    """An element of the array is not a JSON object."""
+    MISSING_EV = "missing_ev"
+    UNKNOWN_EV = "unknown_ev"
+    """``ev`` is not one of AM, FMV, T, Q, status (e.g. ``A``, ``LULD``) or not a string."""
+    MISSING_FIELD = "missing_field"
+    INVALID_TYPE = "invalid_type"
+    """A copied field has the wrong JSON type (e.g. a string price, a boolean size)."""
+    BAD_SYMBOL = "bad_symbol"
+    """``sym`` is empty, too long, or holds whitespace, controls or ``*?[]{}:``."""
+    NON_FINITE = "non_finite"
+    """A number overflows a double (``1e999``) and would become infinity."""
+
+
+ArchiveEntry: TypeAlias = tuple[Channel, str | None, msgspec.Raw]
+"""``(channel, symbol or None, raw element bytes)`` for one archivable element."""
+
+
+class Reject(msgspec.Struct, frozen=True):
+    """One rejected element (or frame): why, a short detail, and the first bytes."""
+
+    reason: RejectReason
+    detail: str
+    excerpt: bytes
+    channel: Channel | None = None
+    """Set when the element was an AM/FMV/T/Q object; such rejects are still archived."""
+    symbol: str | None = None
+
+
+class DecodedFrame(msgspec.Struct):
+    """What one frame held, each element in exactly one list (arrival order kept)."""
+
+    events: list[MarketEvent]
+    statuses: list[StatusMessage]
+    rejects: list[Reject]
+    archive: list[ArchiveEntry]
+    """Every AM/FMV/T/Q element, accepted or not, in arrival order; filled only when
+    decoding with ``keep_raw=True``."""
+
+    @property
+    def element_count(self) -> int:
+        """Elements accounted for (a frame-level reject counts as one)."""
+        return len(self.events) + len(self.statuses) + len(self.rejects)
+
+
+class _Probe(msgspec.Struct):
+    """Loose view of a rejected element, to learn its channel and symbol."""
+
+    ev: msgspec.Raw = msgspec.Raw(b"null")
+    sym: msgspec.Raw = msgspec.Raw(b"null")
+
+
+_CHANNELS = {c.value: c for c in Channel}
+_ElementType: TypeAlias = MinuteAggregate | FairMarketValue | Trade | Quote | StatusMessage
+
+
+def _classify(message: str) -> RejectReason:
+    """Map a msgspec validation message to a reason (messages are stable across versions)."""
+    if "`$.ev`" in message:
+        return RejectReason.UNKNOWN_EV
+    if message.startswith("Object missing required field `ev`"):
+        return RejectReason.MISSING_EV
+    if message.startswith("Object missing required field"):
+        return RejectReason.MISSING_FIELD
+    if message.startswith("Number out of range"):
+        return RejectReason.NON_FINITE
+    if message.startswith("Expected `object`") and " - at " not in message:
+        return RejectReason.NOT_OBJECT
+    return RejectReason.INVALID_TYPE
+
+
+class FrameDecoder:
+    """Decodes frames; build one and reuse it (decoders are built once, symbols cached)."""
+
+    __slots__ = ("_frame", "_element", "_probe", "_str", "_valid_symbols")
+
+    def __init__(self) -> None:
+        self._frame = msgspec.json.Decoder(list[msgspec.Raw])
+        self._element = msgspec.json.Decoder(_ElementType)
+        self._probe = msgspec.json.Decoder(_Probe)
+        self._str = msgspec.json.Decoder(str)
+        self._valid_symbols: set[str] = set()
+
+    def decode(
+        self, data: bytes | bytearray | memoryview | str, *, keep_raw: bool = False
+    ) -> DecodedFrame:
+        """Decode one frame. Never raises; see :class:`DecodedFrame`."""
+        events: list[MarketEvent] = []
+        statuses: list[StatusMessage] = []
+        rejects: list[Reject] = []
+        archive: list[ArchiveEntry] = []
+        frame = DecodedFrame(events, statuses, rejects, archive)
+        try:
+            raws = self._frame.decode(data)
+        except msgspec.ValidationError as exc:
+            reason = _classify(str(exc))
+            if reason is RejectReason.NOT_OBJECT or reason is RejectReason.INVALID_TYPE:
+                reason = RejectReason.NOT_ARRAY
+            rejects.append(Reject(reason, str(exc), _excerpt(data)))
+            return frame
+        except (msgspec.DecodeError, RecursionError, UnicodeError, TypeError) as exc:
+            rejects.append(Reject(RejectReason.INVALID_JSON, str(exc), _excerpt(data)))
+            return frame
+        decode_element = self._element.decode
+        valid = self._valid_symbols
+        for raw in raws:
+            try:
+                event = decode_element(raw)
+            except (msgspec.ValidationError, RecursionError) as exc:
+                reason = (
+                    _classify(str(exc))
+                    if isinstance(exc, msgspec.ValidationError)
+                    else RejectReason.INVALID_JSON
+                )
+                reject = self._reject(raw, reason, str(exc))
+                rejects.append(reject)
+                if keep_raw and reject.channel is not None:
+                    archive.append((reject.channel, reject.symbol, raw))
+                continue
+            if type(event) is StatusMessage:
+                statuses.append(event)
+                continue
+            symbol = event.symbol
+            if symbol not in valid:
+                if not is_valid_symbol(symbol):
+                    rejects.append(
+                        Reject(
+                            RejectReason.BAD_SYMBOL,
+                            f"invalid symbol {symbol[:40]!r}",
+                            bytes(raw)[:EXCERPT_BYTES],
+                            event.channel,
+                            symbol,
+                        )
+                    )
+                    if keep_raw:
+                        archive.append((event.channel, symbol, raw))
+                    continue
+                if len(valid) >= _SYMBOL_CACHE_LIMIT:
+                    valid.clear()
+                valid.add(symbol)
+            events.append(event)
+            if keep_raw:
+                archive.append((event.channel, symbol, raw))
+        return frame
+
+    def _reject(self, raw: msgspec.Raw, reason: RejectReason, detail: str) -> Reject:
+        channel: Channel | None = None
+        symbol: str | None = None
+        try:
+            probe = self._probe.decode(raw)
+        except (msgspec.ValidationError, RecursionError):
+            probe = None
+        if probe is not None:
+            ev = self._as_str(probe.ev)
+            channel = None if ev is None else _CHANNELS.get(ev)
+            if channel is not None:
+                symbol = self._as_str(probe.sym)
+        return Reject(reason, detail, bytes(raw)[:EXCERPT_BYTES], channel, symbol)
+
+    def _as_str(self, raw: msgspec.Raw) -> str | None:
+        try:
+            return self._str.decode(raw)
+        except (msgspec.ValidationError, RecursionError):
+            return None
+
+
+def _excerpt(data: bytes | bytearray | memoryview | str) -> bytes:
+    if isinstance(data, str):
+        return data[:EXCERPT_BYTES].encode("utf-8", "replace")
+    return bytes(data[:EXCERPT_BYTES])
+
+
+_default_decoder = FrameDecoder()
+
+
+def decode_frame(
+    data: bytes | bytearray | memoryview | str, *, keep_raw: bool = False
+) -> DecodedFrame:
+    """Decode one frame with a shared :class:`FrameDecoder`. Never raises."""
+    return _default_decoder.decode(data, keep_raw=keep_raw)
+
+
+_encode_str = msgspec.json.Encoder().encode
+_LINE_PREFIX = {c: b'{"channel":"' + c.value.encode() + b'","symbol":' for c in Channel}
+
+
+def archive_line(
+    channel: Channel, symbol: str | None, ingest_ts: bytes, raw: msgspec.Raw | bytes
+) -> bytes:
+    """SPEC §3's NDJSON line for one element, ending in ``\\n``.
+
+    ``ingest_ts`` is the already formatted ``iso_ms`` time as bytes (format it once per
+    frame). The element's own fields follow byte for byte, ``ev`` and ``sym`` included.
+    """
+    body = memoryview(raw)
+    start = 1  # skip the element's opening brace
+    end = len(body)
+    while start < end and body[start] in b" \t\r\n":
+        start += 1
+    sep = b"" if start < end and body[start] == 0x7D else b","  # "}" means an empty object
+    return b"".join(
+        (
+            _LINE_PREFIX[channel],
+            b"null" if symbol is None else _encode_str(symbol),
+            b',"ingestTs":"',
+            ingest_ts,
+            b'"',
+            sep,
+            body[start:],
+            b"\n",
+        )
+    )

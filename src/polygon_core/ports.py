@@ -1,0 +1,77 @@
+"""Ports: what the core needs from the outside world, as narrow typing Protocols.
+
+Adapters implement these structurally (no inheritance). Ports speak domain types only.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Protocol
+
+import msgspec
+
+from polygon_core.codec import DecodedFrame
+from polygon_core.events import Channel
+
+__all__ = ["Clock", "FeedSource", "FrameHandler", "LatestStore", "LatestValue", "RawArchive"]
+
+
+class LatestValue(msgspec.Struct, frozen=True):
+    """One latest-value write: ``SET key value EX ttl_s``."""
+
+    key: str
+    value: bytes
+    ttl_s: int
+
+
+class LatestStore(Protocol):
+    """Writes latest values (Redis, Redis Cluster, Upstash, memory).
+
+    ``put_many`` writes the whole batch or raises
+    :class:`~polygon_core.errors.StoreUnavailable` (retry later) or
+    :class:`~polygon_core.errors.StoreRejected` (fatal). Order within a batch is free:
+    a batch never holds one key twice.
+    """
+
+    async def put_many(self, values: Sequence[LatestValue]) -> None: ...
+
+    async def aclose(self) -> None: ...
+
+
+class RawArchive(Protocol):
+    """Keeps raw NDJSON lines per channel (S3 multipart, memory).
+
+    ``append`` is synchronous and cheap: it buffers; uploads run in the background.
+    """
+
+    def append(self, channel: Channel, line: bytes, ingest_ms: int) -> None: ...
+
+    async def aclose(self) -> None: ...
+
+
+class Clock(Protocol):
+    """Wall-clock and monotonic time; the core never reads the clock itself."""
+
+    def time_ms(self) -> int:
+        """Epoch milliseconds, UTC."""
+        ...
+
+    def monotonic_s(self) -> float:
+        """Seconds from an arbitrary origin that never goes backwards."""
+        ...
+
+
+FrameHandler = Callable[[DecodedFrame, int], None]
+"""Called by a feed with each decoded frame and its receive time (epoch ms).
+
+It runs on the socket reader and must not block or await."""
+
+
+class FeedSource(Protocol):
+    """One market-data connection (kept alive, reconnected) that pushes frames."""
+
+    async def run(self, on_frame: FrameHandler) -> None:
+        """Connect and pump frames to ``on_frame`` until :meth:`aclose` or a fatal error."""
+        ...
+
+    async def aclose(self) -> None: ...

@@ -1,0 +1,291 @@
+from __future__ import annotations
+
+import json
+import math
+
+import msgspec
+import pytest
+from hypothesis import example, given
+from hypothesis import strategies as st
+
+from polygon_core.codec import DecodedFrame, FrameDecoder, RejectReason, archive_line, decode_frame
+from polygon_core.events import (
+    Channel,
+    FairMarketValue,
+    MinuteAggregate,
+    Quote,
+    StatusMessage,
+    Trade,
+)
+from tests import strategies as s
+
+FORBIDDEN = set("*?[]{}:")
+
+
+def plain_symbol_ok(sym: str) -> bool:
+    """The SPEC §2 symbol rule, written plainly."""
+    if not 1 <= len(sym) <= 32:
+        return False
+    return not any(
+        ch.isspace() or ch in FORBIDDEN or ord(ch) < 0x20 or 0x7F <= ord(ch) <= 0x9F for ch in sym
+    )
+
+
+def accounted(frame: DecodedFrame, elements: int) -> None:
+    assert len(frame.events) + len(frame.statuses) + len(frame.rejects) == elements
+    assert frame.element_count == elements
+
+
+def test_documented_examples_decode_to_typed_events() -> None:
+    frame = decode_frame(
+        b'[{"ev":"AM","sym":"GTE","v":4110,"av":9470157,"op":0.4372,"vw":0.4488,"o":0.4488,'
+        b'"c":0.4486,"h":0.4489,"l":0.4486,"a":0.4352,"z":685,"s":1610144640000,"e":1610144700000},'
+        b'{"ev":"FMV","fmv":189.22,"sym":"AAPL","t":1678220098130},'
+        b'{"ev":"T","sym":"MSFT","x":4,"i":"12345","z":3,"p":114.125,"s":100,"c":[0,12],'
+        b'"t":1536036818784,"q":3681328},'
+        b'{"ev":"Q","sym":"MSFT","bx":4,"bp":114.125,"bs":100,"ax":7,"ap":114.128,"as":160,"c":0,'
+        b'"i":[604],"t":1536036818784,"q":50385480,"z":3}]'
+    )
+    assert frame.rejects == []
+    am, fmv, trade, quote = frame.events
+    assert am == MinuteAggregate(
+        symbol="GTE",
+        start_ms=1610144640000,
+        end_ms=1610144700000,
+        open=0.4488,
+        high=0.4489,
+        low=0.4486,
+        close=0.4486,
+        volume=4110,
+        vwap=0.4488,
+    )
+    assert fmv == FairMarketValue(symbol="AAPL", price=189.22, timestamp=1678220098130)
+    assert trade == Trade(
+        symbol="MSFT", price=114.125, size=100, timestamp_ms=1536036818784, conditions=[0, 12]
+    )
+    assert quote == Quote(
+        symbol="MSFT",
+        bid_price=114.125,
+        bid_size=100,
+        ask_price=114.128,
+        ask_size=160,
+        timestamp_ms=1536036818784,
+    )
+    assert [e.channel for e in frame.events] == [Channel.AM, Channel.FMV, Channel.T, Channel.Q]
+
+
+def test_trade_without_conditions_and_integer_price() -> None:
+    (trade,) = decode_frame(b'[{"ev":"T","sym":"BRK.B","p":192,"s":40,"t":1781622376036}]').events
+    assert isinstance(trade, Trade)
+    assert trade.conditions is None
+    assert type(trade.price) is int and trade.price == 192
+
+
+@pytest.mark.parametrize(
+    ("frame", "reason"),
+    [
+        (b"not json", RejectReason.INVALID_JSON),
+        (b"", RejectReason.INVALID_JSON),
+        (b'[{"ev":"T","p":NaN}]', RejectReason.INVALID_JSON),
+        (b"[1,", RejectReason.INVALID_JSON),
+        (b"\xff\xfe", RejectReason.INVALID_JSON),
+        (b'{"ev":"status","status":"connected"}', RejectReason.NOT_ARRAY),
+        (b'"text"', RejectReason.NOT_ARRAY),
+        (b"[1]", RejectReason.NOT_OBJECT),
+        (b'[{"sym":"AAPL"}]', RejectReason.MISSING_EV),
+        (b'[{"ev":"A","sym":"AAPL"}]', RejectReason.UNKNOWN_EV),
+        (b'[{"ev":7,"sym":"AAPL"}]', RejectReason.UNKNOWN_EV),
+        (b'[{"ev":"T","sym":"AAPL","s":1,"t":1}]', RejectReason.MISSING_FIELD),
+        (b'[{"ev":"T","sym":"AAPL","p":"1.5","s":1,"t":1}]', RejectReason.INVALID_TYPE),
+        (b'[{"ev":"T","sym":"AAPL","p":true,"s":1,"t":1}]', RejectReason.INVALID_TYPE),
+        (b'[{"ev":"T","sym":"AAPL","p":1,"s":1,"t":1,"c":"x"}]', RejectReason.INVALID_TYPE),
+        (b'[{"ev":"FMV","sym":"AAPL","fmv":"189.2","t":1}]', RejectReason.INVALID_TYPE),
+        (
+            b'[{"ev":"Q","sym":"AAPL","bp":1e999,"bs":1,"ap":1,"as":1,"t":1}]',
+            RejectReason.NON_FINITE,
+        ),
+        (b'[{"ev":"Q","sym":"","bp":1,"bs":1,"ap":1,"as":1,"t":1}]', RejectReason.BAD_SYMBOL),
+        (b'[{"ev":"Q","sym":"A B","bp":1,"bs":1,"ap":1,"as":1,"t":1}]', RejectReason.BAD_SYMBOL),
+        (b'[{"ev":"Q","sym":"A*","bp":1,"bs":1,"ap":1,"as":1,"t":1}]', RejectReason.BAD_SYMBOL),
+        (b'[{"ev":"Q","sym":"a:b","bp":1,"bs":1,"ap":1,"as":1,"t":1}]', RejectReason.BAD_SYMBOL),
+        (
+            b'[{"ev":"Q","sym":"a\\u0000","bp":1,"bs":1,"ap":1,"as":1,"t":1}]',
+            RejectReason.BAD_SYMBOL,
+        ),
+        (
+            b'[{"ev":"Q","sym":"' + b"A" * 33 + b'","bp":1,"bs":1,"ap":1,"as":1,"t":1}]',
+            RejectReason.BAD_SYMBOL,
+        ),
+    ],
+)
+def test_rejects_carry_a_reason(frame: bytes, reason: RejectReason) -> None:
+    decoded = decode_frame(frame)
+    assert decoded.events == [] and decoded.statuses == []
+    assert [r.reason for r in decoded.rejects] == [reason]
+    excerpt = decoded.rejects[0].excerpt
+    assert excerpt and excerpt in frame or frame == b"" and excerpt == b""
+
+
+def test_one_bad_element_never_sinks_the_others() -> None:
+    good = b'{"ev":"T","sym":"AAPL","p":1,"s":1,"t":1}'
+    frame = decode_frame(b"[" + b",".join([good, b'{"ev":"LULD","T":"X"}', b"3", good]) + b"]")
+    assert len(frame.events) == 2
+    assert [r.reason for r in frame.rejects] == [RejectReason.UNKNOWN_EV, RejectReason.NOT_OBJECT]
+
+
+def test_status_and_data_share_a_frame() -> None:
+    frame = decode_frame(
+        b'[{"ev":"status","status":"success","message":"subscribed to: T.AAPL"},'
+        b'{"ev":"T","sym":"AAPL","p":1,"s":1,"t":1}]'
+    )
+    assert frame.statuses == [StatusMessage(status="success", message="subscribed to: T.AAPL")]
+    assert len(frame.events) == 1
+
+
+def test_rejects_of_known_channels_keep_channel_and_symbol_and_are_archived() -> None:
+    frame = decode_frame(
+        b'[{"ev":"T","sym":"AAPL","p":"x","s":1,"t":1},{"ev":"Q","sym":5},{"ev":"A","sym":"Z"}]',
+        keep_raw=True,
+    )
+    assert [(r.channel, r.symbol) for r in frame.rejects] == [
+        (Channel.T, "AAPL"),
+        (Channel.Q, None),
+        (None, None),
+    ]
+    assert [(c, sym) for c, sym, _ in frame.archive] == [(Channel.T, "AAPL"), (Channel.Q, None)]
+
+
+def test_archive_is_empty_unless_asked_for() -> None:
+    data = b'[{"ev":"T","sym":"AAPL","p":1,"s":1,"t":1}]'
+    assert decode_frame(data).archive == []
+    assert len(decode_frame(data, keep_raw=True).archive) == 1
+
+
+def test_str_input_and_memoryview_input() -> None:
+    text = '[{"ev":"FMV","sym":"AAPL","fmv":1.5,"t":2}]'
+    assert decode_frame(text).events == decode_frame(memoryview(text.encode())).events != []
+
+
+@given(s.frames)
+def test_every_element_is_accounted_for_and_matches_a_plain_reading(elements: list) -> None:
+    data = s.dumps(elements)
+    frame = decode_frame(data, keep_raw=True)
+    accounted(frame, len(elements))
+    expected_events = [
+        e
+        for e in elements
+        if isinstance(e, dict) and e.get("ev") in ("AM", "FMV", "T", "Q") and plain_valid(e)
+    ]
+    assert [e.symbol for e in frame.events] == [e["sym"] for e in expected_events]
+    assert len(frame.statuses) == sum(
+        isinstance(e, dict) and e.get("ev") == "status" for e in elements
+    )
+    archived = [
+        e for e in elements if isinstance(e, dict) and e.get("ev") in ("AM", "FMV", "T", "Q")
+    ]
+    assert len(frame.archive) == len(archived)
+    for (channel, symbol, raw), element in zip(frame.archive, archived, strict=True):
+        assert channel == element["ev"]
+        assert json.loads(bytes(raw)) == element
+        assert symbol == (element["sym"] if isinstance(element.get("sym"), str) else None)
+
+
+REQUIRED = {
+    "AM": {
+        "sym": str,
+        "s": "n",
+        "e": "n",
+        "o": "n",
+        "h": "n",
+        "l": "n",
+        "c": "n",
+        "v": "n",
+        "vw": "n",
+    },
+    "FMV": {"sym": str, "fmv": "n", "t": "n"},
+    "T": {"sym": str, "p": "n", "s": "n", "t": "n"},
+    "Q": {"sym": str, "bp": "n", "bs": "n", "ap": "n", "as": "n", "t": "n"},
+}
+
+
+def plain_valid(e: dict) -> bool:
+    for field, kind in REQUIRED[e["ev"]].items():
+        if field not in e:
+            return False
+        v = e[field]
+        if kind is str:
+            if not isinstance(v, str):
+                return False
+        elif isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v):
+            return False
+    if e["ev"] == "T" and "c" in e:
+        c = e["c"]
+        if not (isinstance(c, list) and all(type(x) is int for x in c)):
+            return False
+    return plain_symbol_ok(e["sym"])
+
+
+@given(st.binary(max_size=300))
+@example(b"[" * 10000)
+@example(b'[{"ev":"T","x":' + b"[" * 5000 + b"]" * 5000 + b"}]")
+@example(b'[{"ev":"T","sym":"A","p":1e400,"s":1,"t":1}]')
+def test_never_raises_on_arbitrary_bytes(data: bytes) -> None:
+    frame = decode_frame(data, keep_raw=True)
+    assert frame.element_count >= 0
+    if not data.strip().startswith(b"["):
+        assert len(frame.rejects) == 1
+
+
+@given(s.frames, st.data())
+def test_never_raises_on_mutated_valid_frames(elements: list, data: st.DataObject) -> None:
+    raw = bytearray(s.dumps(elements))
+    for _ in range(data.draw(st.integers(1, 4))):
+        if not raw:
+            break
+        i = data.draw(st.integers(0, len(raw) - 1))
+        op = data.draw(st.sampled_from(["flip", "drop", "dup", "insert"]))
+        if op == "flip":
+            raw[i] ^= 1 << data.draw(st.integers(0, 7))
+        elif op == "drop":
+            del raw[i]
+        elif op == "dup":
+            raw[i:i] = raw[i : i + data.draw(st.integers(1, 8))]
+        else:
+            raw[i:i] = data.draw(
+                st.sampled_from([b",", b"]", b"{", b'"', b"1e999", b"null", b"\x00"])
+            )
+    frame = decode_frame(bytes(raw), keep_raw=True)
+    assert frame.element_count >= 1 or bytes(raw).strip() in (b"[]",) or frame.element_count == 0
+    for channel, _symbol, element in frame.archive:
+        line = archive_line(channel, _symbol, b"2025-01-01T00:00:00.000Z", element)
+        assert json.loads(line)["channel"] == channel
+
+
+def test_decoders_are_reused_and_symbol_cache_is_bounded() -> None:
+    decoder = FrameDecoder()
+    for i in range(70_000):
+        decoder.decode(s.dumps([{"ev": "FMV", "sym": f"S{i}", "fmv": 1, "t": 1}]))
+    assert len(decoder._valid_symbols) <= 1 << 16
+
+
+def test_archive_line_keeps_wire_bytes_exactly() -> None:
+    element = b'{"ev":"T","sym":"BRK.B","p":192.50,"s":40,"t":1781622376036,"ds":"40.0","zz":1E+2}'
+    frame = decode_frame(b"[" + element + b"]", keep_raw=True)
+    ((channel, symbol, raw),) = frame.archive
+    line = archive_line(channel, symbol, b"2025-05-07T15:04:05.123Z", raw)
+    assert line == (
+        b'{"channel":"T","symbol":"BRK.B","ingestTs":"2025-05-07T15:04:05.123Z",'
+        + element[1:]
+        + b"\n"
+    )
+    assert list(json.loads(line))[:3] == ["channel", "symbol", "ingestTs"]
+
+
+def test_archive_line_with_whitespace_and_escapes() -> None:
+    raw = msgspec.Raw(b'{ \n"ev":"Q","sym":"A\\"B"}')
+    line = archive_line(Channel.Q, 'A"B', b"2025-05-07T15:04:05.123Z", raw)
+    parsed = json.loads(line)
+    assert parsed["symbol"] == 'A"B' and parsed["ev"] == "Q"
+    assert archive_line(Channel.T, None, b"x", msgspec.Raw(b"{ }")) == (
+        b'{"channel":"T","symbol":null,"ingestTs":"x"}\n'
+    )
