@@ -13,7 +13,15 @@ import msgspec
 from polygon_core.codec import DecodedFrame
 from polygon_core.events import Channel
 
-__all__ = ["Clock", "FeedSource", "FrameHandler", "LatestStore", "LatestValue", "RawArchive"]
+__all__ = [
+    "Clock",
+    "FeedSource",
+    "FrameHandler",
+    "LatestStore",
+    "LatestValue",
+    "RawArchive",
+    "Scheduler",
+]
 
 
 class LatestValue(msgspec.Struct, frozen=True):
@@ -59,6 +67,22 @@ class Clock(Protocol):
     def monotonic_s(self) -> float:
         """Seconds from an arbitrary origin that never goes backwards."""
         ...
+
+
+class Scheduler(Protocol):
+    """Waiting, for use cases that must not import an event loop.
+
+    ``poke`` is synchronous and cheap (called from the socket reader); a pending poke makes
+    the next ``wait_for_poke`` return at once.
+    """
+
+    def poke(self) -> None: ...
+
+    async def wait_for_poke(self, timeout_s: float | None) -> bool:
+        """Return True when poked (clearing the poke), False after ``timeout_s``."""
+        ...
+
+    async def sleep(self, seconds: float) -> None: ...
 
 
 FrameHandler = Callable[[DecodedFrame, int], None]

@@ -1,0 +1,258 @@
+"""The ingest use case: frames in, latest values to the store, raw lines to the archive.
+
+:meth:`Ingest.on_frame` runs on the socket reader and never awaits: it offers each event to
+the :class:`~polygon_core.conflation.ConflationBuffer` (latest wins by event time), hands
+archive lines to the archive (which only buffers), and counts rejects.
+
+:meth:`Ingest.run_flush_loop` is a separate task that drains the buffer into the
+:class:`~polygon_core.ports.LatestStore`. A flush starts when something is pending, at most
+once per ``flush_interval_s`` (sooner when ``flush_max_keys`` keys are waiting), and never
+while another is in flight, so a slow store batches more and writes less (group commit)
+instead of slowing the reader. When the store fails the batch goes back into the buffer
+(unless a newer value arrived meanwhile) and the write is retried with backoff; one log line
+marks the outage and one its end. Memory stays bounded by the number of keys.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from collections import Counter
+from collections.abc import Callable, Iterator
+
+from polygon_core.backoff import backoff_delays
+from polygon_core.codec import DecodedFrame, archive_line
+from polygon_core.conflation import ConflationBuffer
+from polygon_core.errors import StoreUnavailable
+from polygon_core.events import Channel, MarketEvent, event_time
+from polygon_core.keys import KEY_PREFIXES, TtlPolicy
+from polygon_core.mappers import to_latest_value
+from polygon_core.ports import Clock, LatestStore, LatestValue, RawArchive, Scheduler
+from polygon_core.timestamps import iso_ms
+
+__all__ = ["FlushStats", "Ingest"]
+
+logger = logging.getLogger(__name__)
+_Batch = list[tuple[str, int | float, MarketEvent]]
+
+
+class FlushStats:
+    """Counters of the write path (read by health logs and metrics; never reset)."""
+
+    __slots__ = (
+        "flushes",
+        "values_written",
+        "failed_flushes",
+        "outages",
+        "last_flush_s",
+        "max_flush_s",
+        "flush_seconds_total",
+        "last_success_monotonic",
+        "in_outage",
+    )
+
+    def __init__(self) -> None:
+        self.flushes = 0
+        self.values_written = 0
+        self.failed_flushes = 0
+        self.outages = 0
+        self.last_flush_s = 0.0
+        self.max_flush_s = 0.0
+        self.flush_seconds_total = 0.0
+        self.last_success_monotonic: float | None = None
+        self.in_outage = False
+
+
+class Ingest:
+    """Frames -> conflation buffer -> store, plus the raw archive."""
+
+    def __init__(
+        self,
+        store: LatestStore,
+        clock: Clock,
+        scheduler: Scheduler,
+        *,
+        ttl: TtlPolicy | None = None,
+        archive: RawArchive | None = None,
+        flush_interval_s: float = 0.002,
+        flush_max_keys: int = 10_000,
+        retry_initial_s: float = 0.05,
+        retry_max_s: float = 1.0,
+        log_writes: bool = False,
+        rng: Callable[[], float] = random.random,
+    ) -> None:
+        if flush_interval_s < 0 or flush_max_keys < 1:
+            raise ValueError("flush interval must be >= 0 and flush_max_keys >= 1")
+        self._store = store
+        self._clock = clock
+        self._scheduler = scheduler
+        self._ttl = ttl or TtlPolicy()
+        self._archive = archive
+        self._interval_s = flush_interval_s
+        self._max_keys = flush_max_keys
+        self._retry = (retry_initial_s * 1000.0, retry_max_s * 1000.0)
+        self._log_writes = log_writes
+        self._rng = rng
+        self.buffer: ConflationBuffer[MarketEvent] = ConflationBuffer()
+        self.events_by_channel: Counter[Channel] = Counter()
+        self.archived_by_channel: Counter[Channel] = Counter()
+        self.rejects_by_reason: Counter[str] = Counter()
+        self.newest_event_time: dict[Channel, int | float] = {}
+        self.stats = FlushStats()
+        self._stopping = False
+        self._last_flush_start = float("-inf")
+
+    @property
+    def keep_raw(self) -> bool:
+        """Whether frames must be decoded with their raw bytes (the archive is on)."""
+        return self._archive is not None
+
+    # -- the socket reader's side: synchronous, no I/O -------------------------------------
+
+    def on_frame(self, frame: DecodedFrame, receive_ms: int) -> None:
+        """Take one decoded frame received at ``receive_ms`` (epoch ms). Never awaits."""
+        buffer = self.buffer
+        before = len(buffer)
+        events = frame.events
+        if events:
+            offer = buffer.offer
+            counts = self.events_by_channel
+            newest = self.newest_event_time
+            for event in events:
+                channel = event.channel
+                t = event_time(event)
+                offer(KEY_PREFIXES[channel] + event.symbol, t, event)
+                counts[channel] += 1
+                if t > newest.get(channel, float("-inf")):
+                    newest[channel] = t
+        if frame.rejects:
+            self._count_rejects(frame)
+        archive = self._archive
+        if archive is not None and frame.archive:
+            ingest_ts = iso_ms(receive_ms).encode()
+            archived = self.archived_by_channel
+            for channel, symbol, raw in frame.archive:
+                archive.append(channel, archive_line(channel, symbol, ingest_ts, raw), receive_ms)
+                archived[channel] += 1
+        after = len(buffer)
+        if (before == 0 < after) or (before < self._max_keys <= after):
+            self._scheduler.poke()
+
+    def _count_rejects(self, frame: DecodedFrame) -> None:
+        debug = logger.isEnabledFor(logging.DEBUG)
+        for reject in frame.rejects:
+            self.rejects_by_reason[reject.reason.value] += 1
+            if debug:
+                logger.debug(
+                    "reject %s: %s; excerpt %r", reject.reason, reject.detail, reject.excerpt
+                )
+
+    # -- the flush task ----------------------------------------------------------------------
+
+    async def run_flush_loop(self) -> None:
+        """Drain the buffer into the store until :meth:`stop`; then one final flush."""
+        scheduler = self._scheduler
+        clock = self._clock
+        while not self._stopping:
+            if not len(self.buffer):
+                await scheduler.wait_for_poke(None)
+                continue
+            wait = self._last_flush_start + self._interval_s - clock.monotonic_s()
+            if wait > 0 and len(self.buffer) < self._max_keys:
+                await scheduler.wait_for_poke(wait)
+                continue
+            self._last_flush_start = clock.monotonic_s()
+            await self._flush_with_retry()
+
+    def stop(self) -> None:
+        """Ask the flush loop to end; it returns after the flush in flight."""
+        self._stopping = True
+        self._scheduler.poke()
+
+    async def final_flush(self, attempts: int = 3) -> int:
+        """Write what is pending (after :meth:`stop`), retrying a few times.
+
+        Returns the number of values still not written (0 on success); they are logged
+        loudly. The caller bounds the time with its shutdown deadline.
+        """
+        delays = self._delays()
+        for attempt in range(attempts):
+            if not len(self.buffer):
+                return 0
+            if await self.flush_once():
+                continue
+            if attempt + 1 < attempts:
+                await self._scheduler.sleep(next(delays))
+        left = len(self.buffer)
+        if left:
+            logger.error("shutdown: %d latest values could not be written to the store", left)
+        return left
+
+    async def flush_once(self) -> bool:
+        """Write one batch. True on success (or nothing to do), False after a retryable
+        failure (the batch is back in the buffer). Fatal store errors propagate."""
+        batch = self.buffer.drain()
+        if not batch:
+            return True
+        clock = self._clock
+        updated_at = iso_ms(clock.time_ms())
+        ttl = self._ttl
+        values = [to_latest_value(event, updated_at, ttl) for _key, _t, event in batch]
+        started = clock.monotonic_s()
+        try:
+            await self._store.put_many(values)
+        except StoreUnavailable as exc:
+            self._on_failure(batch, exc)
+            return False
+        except BaseException:
+            self.buffer.requeue(batch)
+            raise
+        self._on_success(values, clock.monotonic_s() - started)
+        return True
+
+    async def _flush_with_retry(self) -> None:
+        delays: Iterator[float] | None = None
+        while not await self.flush_once():
+            if self._stopping:
+                return
+            if delays is None:
+                delays = self._delays()
+            await self._scheduler.sleep(next(delays))
+
+    def _delays(self) -> Iterator[float]:
+        initial_ms, max_ms = self._retry
+        return backoff_delays(initial_ms, 2.0, max_ms, self._rng)
+
+    def _on_failure(self, batch: _Batch, exc: StoreUnavailable) -> None:
+        stats = self.stats
+        stats.failed_flushes += 1
+        self.buffer.requeue(batch)
+        if not stats.in_outage:
+            stats.in_outage = True
+            stats.outages += 1
+            logger.error(
+                "store unavailable (%s); keeping %d latest values and retrying with backoff",
+                exc,
+                len(self.buffer),
+            )
+
+    def _on_success(self, values: list[LatestValue], elapsed_s: float) -> None:
+        stats = self.stats
+        stats.flushes += 1
+        stats.values_written += len(values)
+        stats.last_flush_s = elapsed_s
+        stats.flush_seconds_total += elapsed_s
+        if elapsed_s > stats.max_flush_s:
+            stats.max_flush_s = elapsed_s
+        stats.last_success_monotonic = self._clock.monotonic_s()
+        if stats.in_outage:
+            stats.in_outage = False
+            logger.warning("store recovered; writes resumed (%d values in this batch)", len(values))
+        if self._log_writes and logger.isEnabledFor(logging.DEBUG):
+            for value in values:
+                logger.debug(
+                    "redis_write key=%s ttl=%d",
+                    value.key,
+                    value.ttl_s,
+                    extra={"event": "redis_write", "key": value.key, "ttl": value.ttl_s},
+                )

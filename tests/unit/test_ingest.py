@@ -1,0 +1,226 @@
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import Sequence
+
+import pytest
+
+from polygon_adapters.memory import InMemoryArchive, InMemoryLatestStore, ManualClock
+from polygon_adapters.runtime import AsyncioScheduler, SystemClock
+from polygon_core.codec import decode_frame
+from polygon_core.errors import StoreRejected
+from polygon_core.events import Channel
+from polygon_core.ingest import Ingest
+from polygon_core.ports import LatestValue
+from tests.helpers import eventually
+from tests.strategies import dumps
+
+
+def trade(sym: str, t: int, p: float = 1.0) -> dict:
+    return {"ev": "T", "sym": sym, "p": p, "s": 1, "t": t}
+
+
+def feed(ingest: Ingest, *elements: dict, receive_ms: int = 1_746_630_245_000) -> None:
+    ingest.on_frame(decode_frame(dumps(list(elements)), keep_raw=ingest.keep_raw), receive_ms)
+
+
+def price(store: InMemoryLatestStore, key: str) -> float:
+    value = store.get(key)
+    assert value is not None, key
+    return json.loads(value)["price"]
+
+
+@pytest.fixture
+async def running():
+    tasks: list[asyncio.Task[None]] = []
+
+    def start(ingest: Ingest) -> None:
+        tasks.append(asyncio.create_task(ingest.run_flush_loop()))
+
+    yield start
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+
+
+async def test_latest_per_key_reaches_the_store(running) -> None:
+    store = InMemoryLatestStore()
+    ingest = Ingest(store, SystemClock(), AsyncioScheduler())
+    running(ingest)
+    feed(ingest, trade("AAPL", 10, 1.0), trade("AAPL", 12, 2.0), trade("MSFT", 5, 3.0))
+    feed(ingest, trade("AAPL", 11, 9.9))  # late
+    await eventually(lambda: ingest.stats.values_written >= 2)
+    assert price(store, "stock:trade:AAPL") == 2.0
+    assert price(store, "stock:trade:MSFT") == 3.0
+    assert ingest.buffer.late_dropped == 1
+    assert ingest.events_by_channel[Channel.T] == 4
+    assert ingest.newest_event_time[Channel.T] == 12
+
+
+async def test_store_outage_keeps_values_and_never_rolls_back(running, caplog) -> None:
+    caplog.set_level(logging.INFO, logger="polygon_core.ingest")
+    store = InMemoryLatestStore()
+    ingest = Ingest(
+        store, SystemClock(), AsyncioScheduler(), retry_initial_s=0.005, retry_max_s=0.02
+    )
+    running(ingest)
+    feed(ingest, trade("AAPL", 10, 1.0))
+    await eventually(lambda: ingest.stats.values_written == 1)
+    store.available = False
+    feed(ingest, trade("AAPL", 20, 2.0), trade("MSFT", 1, 5.0))
+    await eventually(lambda: ingest.stats.failed_flushes >= 3)
+    feed(ingest, trade("AAPL", 15, 9.0))  # older than the value waiting to be written
+    feed(ingest, trade("MSFT", 2, 6.0))
+    assert price(store, "stock:trade:AAPL") == 1.0
+    store.available = True
+    await eventually(lambda: not ingest.stats.in_outage and len(ingest.buffer) == 0)
+    assert price(store, "stock:trade:AAPL") == 2.0
+    assert price(store, "stock:trade:MSFT") == 6.0
+    assert ingest.stats.outages == 1
+    messages = [r.getMessage() for r in caplog.records]
+    assert sum("store unavailable" in m for m in messages) == 1
+    assert sum("store recovered" in m for m in messages) == 1
+
+
+class GatedStore(InMemoryLatestStore):
+    """Blocks each write until released, recording the peak number in flight."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gate = asyncio.Event()
+        self.in_flight = 0
+        self.peak = 0
+
+    async def put_many(self, values: Sequence[LatestValue]) -> None:
+        self.in_flight += 1
+        self.peak = max(self.peak, self.in_flight)
+        try:
+            await self.gate.wait()
+            await super().put_many(values)
+        finally:
+            self.in_flight -= 1
+
+
+async def test_one_flush_in_flight_and_a_slow_store_conflates(running) -> None:
+    store = GatedStore()
+    ingest = Ingest(store, SystemClock(), AsyncioScheduler(), flush_interval_s=0)
+    running(ingest)
+    feed(ingest, trade("AAPL", 1))
+    await eventually(lambda: store.in_flight == 1)
+    for t in range(2, 1002):  # the reader keeps going while the store is stuck
+        feed(ingest, trade("AAPL", t, float(t)), trade(f"S{t % 10}", t))
+    assert len(ingest.buffer) == 11
+    store.gate.set()
+    await eventually(lambda: len(ingest.buffer) == 0 and store.in_flight == 0)
+    assert store.peak == 1
+    assert store.batches == [1, 11]
+    assert price(store, "stock:trade:AAPL") == 1001.0
+    assert ingest.buffer.superseded == 2000 - 11  # writes saved by conflation
+
+
+async def test_many_keys_flush_before_the_interval(running) -> None:
+    store = InMemoryLatestStore()
+    ingest = Ingest(
+        store, SystemClock(), AsyncioScheduler(), flush_interval_s=30, flush_max_keys=50
+    )
+    running(ingest)
+    feed(ingest, trade("FIRST", 1))
+    await eventually(lambda: store.batches == [1])  # first flush: nothing before it
+    feed(ingest, *[trade(f"S{i}", 1) for i in range(10)])
+    await asyncio.sleep(0.05)
+    assert store.batches == [1]  # below the threshold: waits for the 30 s interval
+    feed(ingest, *[trade(f"S{i}", 1) for i in range(10, 60)])
+    await eventually(lambda: len(store.batches) == 2)
+    assert store.batches == [1, 60]
+
+
+async def test_debug_writes_are_logged_with_key_and_ttl(caplog) -> None:
+    caplog.set_level(logging.DEBUG, logger="polygon_core.ingest")
+    store = InMemoryLatestStore()
+    ingest = Ingest(store, SystemClock(), AsyncioScheduler(), log_writes=True)
+    feed(ingest, trade("AAPL", 1), {"ev": "FMV", "sym": "AAPL", "fmv": 1, "t": 1})
+    assert await ingest.flush_once()
+    writes = [r for r in caplog.records if getattr(r, "event", None) == "redis_write"]
+    assert sorted((r.key, r.ttl) for r in writes) == [
+        ("stock:fmv:AAPL", 60),
+        ("stock:trade:AAPL", 60),
+    ]
+
+
+async def test_no_write_logging_unless_asked(caplog) -> None:
+    caplog.set_level(logging.DEBUG, logger="polygon_core.ingest")
+    ingest = Ingest(InMemoryLatestStore(), SystemClock(), AsyncioScheduler())
+    feed(ingest, trade("AAPL", 1))
+    assert await ingest.flush_once()
+    assert not [r for r in caplog.records if "redis_write" in r.getMessage()]
+
+
+async def test_records_use_the_clock_for_updated_at_and_ttls() -> None:
+    clock = ManualClock(time_ms=1_746_630_245_007)
+    store = InMemoryLatestStore(clock)
+    ingest = Ingest(store, clock, AsyncioScheduler())
+    feed(ingest, {"ev": "Q", "sym": "BRK.B", "bp": 1, "bs": 2, "ap": 3, "as": 4, "t": 5})
+    assert await ingest.flush_once()
+    assert store.get("stock:quote:BRK.B") == (
+        b'{"symbol":"BRK.B","bid":1,"bidSize":2,"ask":3,"askSize":4,"ts":5,'
+        b'"updatedAt":"2025-05-07T15:04:05.007Z"}'
+    )
+    assert store.ttl("stock:quote:BRK.B") == 60
+
+
+async def test_archive_gets_every_channel_event_with_rejects_counted() -> None:
+    archive = InMemoryArchive()
+    ingest = Ingest(InMemoryLatestStore(), SystemClock(), AsyncioScheduler(), archive=archive)
+    assert ingest.keep_raw
+    feed(
+        ingest,
+        trade("AAPL", 1),
+        {"ev": "T", "sym": "AAPL", "p": "bad"},
+        {"ev": "A", "sym": "AAPL"},
+        {"ev": "status", "status": "success", "message": "x"},
+        {"ev": "FMV", "sym": "AAPL", "fmv": 2, "t": 3},
+        receive_ms=1_746_630_245_000,
+    )
+    assert [json.loads(line)["p"] for line in archive.lines[Channel.T]] == [1.0, "bad"]
+    assert json.loads(archive.lines[Channel.FMV][0])["ingestTs"] == "2025-05-07T15:04:05.000Z"
+    assert dict(ingest.rejects_by_reason) == {"invalid_type": 1, "unknown_ev": 1}
+    assert dict(ingest.archived_by_channel) == {Channel.T: 2, Channel.FMV: 1}
+
+
+async def test_stop_then_final_flush_writes_everything(running) -> None:
+    store = InMemoryLatestStore()
+    ingest = Ingest(store, SystemClock(), AsyncioScheduler(), flush_interval_s=60)
+    running(ingest)
+    feed(ingest, trade("A", 1))
+    await eventually(lambda: store.batches == [1])
+    feed(ingest, trade("B", 1))  # waits for the long interval
+    ingest.stop()
+    assert await ingest.final_flush() == 0
+    assert store.get("stock:trade:B") is not None
+
+
+async def test_final_flush_reports_what_could_not_be_written(caplog) -> None:
+    store = InMemoryLatestStore()
+    store.available = False
+    ingest = Ingest(
+        store, SystemClock(), AsyncioScheduler(), retry_initial_s=0.001, retry_max_s=0.001
+    )
+    feed(ingest, trade("A", 1), trade("B", 1))
+    ingest.stop()
+    assert await ingest.final_flush(attempts=2) == 2
+    assert "2 latest values could not be written" in caplog.text
+
+
+class RejectingStore(InMemoryLatestStore):
+    async def put_many(self, values: Sequence[LatestValue]) -> None:
+        raise StoreRejected("bad token")
+
+
+async def test_fatal_store_errors_propagate_and_keep_the_batch() -> None:
+    ingest = Ingest(RejectingStore(), SystemClock(), AsyncioScheduler())
+    feed(ingest, trade("A", 1))
+    with pytest.raises(StoreRejected):
+        await ingest.run_flush_loop()
+    assert len(ingest.buffer) == 1
