@@ -16,7 +16,6 @@ marks the outage and one its end. Memory stays bounded by the number of keys.
 from __future__ import annotations
 
 import logging
-import random
 from collections import Counter
 from collections.abc import Callable, Iterator
 
@@ -64,7 +63,11 @@ class FlushStats:
 
 
 class Ingest:
-    """Frames -> conflation buffer -> store, plus the raw archive."""
+    """Frames -> conflation buffer -> store, plus the raw archive.
+
+    ``rng`` is the random source for retry jitter (the runner passes ``random.random``;
+    without one, retries use the plain exponential delays).
+    """
 
     def __init__(
         self,
@@ -79,7 +82,7 @@ class Ingest:
         retry_initial_s: float = 0.05,
         retry_max_s: float = 1.0,
         log_writes: bool = False,
-        rng: Callable[[], float] = random.random,
+        rng: Callable[[], float] | None = None,
     ) -> None:
         if flush_interval_s < 0 or flush_max_keys < 1:
             raise ValueError("flush interval must be >= 0 and flush_max_keys >= 1")
@@ -92,7 +95,7 @@ class Ingest:
         self._max_keys = flush_max_keys
         self._retry = (retry_initial_s * 1000.0, retry_max_s * 1000.0)
         self._log_writes = log_writes
-        self._rng = rng
+        self._rng = rng or (lambda: 0.0)
         self.buffer: ConflationBuffer[MarketEvent] = ConflationBuffer()
         self.events_by_channel: Counter[Channel] = Counter()
         self.archived_by_channel: Counter[Channel] = Counter()
