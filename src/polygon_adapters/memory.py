@@ -69,6 +69,10 @@ class InMemoryLatestStore:
             return None
         return item[0]
 
+    async def read(self, key: str) -> bytes | None:
+        """Async form of :meth:`get`, like the real stores' ``read``."""
+        return self.get(key)
+
     def ttl(self, key: str) -> float | None:
         """Seconds left for ``key``, like Redis ``TTL`` (``None`` when absent)."""
         item = self.data.get(key)

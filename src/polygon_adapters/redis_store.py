@@ -176,7 +176,7 @@ class RedisLatestStore:
             raise StoreRejected(message)
         raise StoreUnavailable(message)
 
-    async def get(self, key: str) -> bytes | None:
+    async def read(self, key: str) -> bytes | None:
         """Read one key (for the Redis check)."""
         try:
             value = await self._client.get(key)

@@ -188,7 +188,7 @@ class UpstashLatestStore:
             return reply
         raise StoreUnavailable(f"{self._base}: {last} after {self._attempts} attempts")
 
-    async def get(self, key: str) -> bytes | None:
+    async def read(self, key: str) -> bytes | None:
         """Read one key (for the Redis check)."""
         reply = await self._post("", _encode(["GET", key]))
         if not isinstance(reply, dict) or "result" not in reply:

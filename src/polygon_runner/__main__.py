@@ -8,16 +8,24 @@ sample frames: decode, latest-wins conflation, records and archive lines.
 from __future__ import annotations
 
 import argparse
+import asyncio
+import os
 import sys
 import time
 from collections.abc import Sequence
+from pathlib import Path
 
+from polygon_adapters.redis_store import redact_url
 from polygon_core.codec import archive_line, decode_frame
 from polygon_core.conflation import ConflationBuffer
+from polygon_core.errors import PolygonIngestError
 from polygon_core.events import MarketEvent, event_time
 from polygon_core.keys import KEY_PREFIXES, TtlPolicy
 from polygon_core.mappers import to_latest_value
 from polygon_core.timestamps import iso_ms
+from polygon_runner.check_redis import check_store
+from polygon_runner.container import open_store
+from polygon_runner.settings import SettingsError, load_store_settings
 
 SAMPLE_FRAMES = (
     b'[{"ev":"status","status":"connected","message":"Connected Successfully"}]',
@@ -57,6 +65,21 @@ def _core_demo() -> int:
     return 0
 
 
+async def _check_redis() -> int:
+    try:
+        url, token = load_store_settings(os.environ, Path(".env"))
+    except SettingsError as exc:
+        print(exc, file=sys.stderr)
+        return 2
+    try:
+        async with open_store(url, token) as store:
+            ok, message = await check_store(store, redact_url(url))
+    except (ValueError, PolygonIngestError) as exc:
+        ok, message = False, f"FAILED: {redact_url(url)}: {exc}"
+    print(message, file=sys.stdout if ok else sys.stderr)
+    return 0 if ok else 1
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="polygon-sink",
@@ -64,7 +87,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     sub = parser.add_subparsers(dest="command")
     sub.add_parser("demo", help="show the pipeline on local defaults (no account, no cloud)")
+    sub.add_parser(
+        "check-redis",
+        help="write stock:test (TTL 60 s) to REDIS_URL (and REDIS_TOKEN) and read it back",
+    )
     args = parser.parse_args(argv)
+    if args.command == "check-redis":
+        return asyncio.run(_check_redis())
     if args.command in (None, "demo"):
         return _core_demo()
     parser.error(f"unknown command {args.command}")

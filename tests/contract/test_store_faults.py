@@ -141,7 +141,7 @@ async def test_upstash_transient_errors_are_retried(upstash) -> None:
     ):
         fault()
         await store.put_many([LatestValue("stock:fmv:RT", b'{"v":1}', 60)])
-        assert await store.get("stock:fmv:RT") == b'{"v":1}'
+        assert await store.read("stock:fmv:RT") == b'{"v":1}'
     await store.aclose()
 
 
@@ -150,7 +150,7 @@ async def test_upstash_drop_after_execute_is_safe_to_retry(upstash) -> None:
     store = UpstashLatestStore(base, TOKEN, attempts=3, backoff_initial_s=0.01)
     server.faults.drop_after_execute_next()
     await store.put_many([LatestValue("stock:fmv:DROP", b'{"v":2}', 60)])
-    assert await store.get("stock:fmv:DROP") == b'{"v":2}'
+    assert await store.read("stock:fmv:DROP") == b'{"v":2}'
     assert server.stats.by_command["SET"] == 2  # executed twice, same result
     await store.aclose()
 
@@ -166,7 +166,7 @@ async def test_upstash_outage_then_recovery_through_the_flush_loop(upstash, capl
     ingest.on_frame(decode_frame(dumps([{"ev": "FMV", "sym": "UP", "fmv": 3, "t": 9}])), 0)
     await eventually(lambda: ingest.stats.values_written == 1, within_s=10)
     assert ingest.stats.failed_flushes == 5 and ingest.stats.outages == 1
-    assert json.loads(await store.get("stock:fmv:UP") or b"null")["price"] == 3
+    assert json.loads(await store.read("stock:fmv:UP") or b"null")["price"] == 3
     ingest.stop()
     await flusher
     await store.aclose()
