@@ -66,7 +66,8 @@ class Ingest:
     """Frames -> conflation buffer -> store, plus the raw archive.
 
     ``rng`` is the random source for retry jitter (the runner passes ``random.random``;
-    without one, retries use the plain exponential delays).
+    without one, retries use the plain exponential delays). ``flush_observer(seconds,
+    values)`` is called after each successful flush (metrics).
     """
 
     def __init__(
@@ -83,6 +84,7 @@ class Ingest:
         retry_max_s: float = 1.0,
         log_writes: bool = False,
         rng: Callable[[], float] | None = None,
+        flush_observer: Callable[[float, int], None] | None = None,
     ) -> None:
         if flush_interval_s < 0 or flush_max_keys < 1:
             raise ValueError("flush interval must be >= 0 and flush_max_keys >= 1")
@@ -96,6 +98,7 @@ class Ingest:
         self._retry = (retry_initial_s * 1000.0, retry_max_s * 1000.0)
         self._log_writes = log_writes
         self._rng = rng or (lambda: 0.0)
+        self._observe = flush_observer
         self.buffer: ConflationBuffer[MarketEvent] = ConflationBuffer()
         self.events_by_channel: Counter[Channel] = Counter()
         self.archived_by_channel: Counter[Channel] = Counter()
@@ -247,6 +250,8 @@ class Ingest:
         stats.flush_seconds_total += elapsed_s
         if elapsed_s > stats.max_flush_s:
             stats.max_flush_s = elapsed_s
+        if self._observe is not None:
+            self._observe(elapsed_s, len(values))
         stats.last_success_monotonic = self._clock.monotonic_s()
         if stats.in_outage:
             stats.in_outage = False

@@ -9,11 +9,16 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import inspect
+import logging
 import os
+import signal
 import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
 
 from polygon_adapters.redis_store import redact_url
 from polygon_core.codec import archive_line, decode_frame
@@ -24,8 +29,12 @@ from polygon_core.keys import KEY_PREFIXES, TtlPolicy
 from polygon_core.mappers import to_latest_value
 from polygon_core.timestamps import iso_ms
 from polygon_runner.check_redis import check_store
-from polygon_runner.container import open_store
-from polygon_runner.settings import SettingsError, load_store_settings
+from polygon_runner.container import Container, open_store
+from polygon_runner.logs import configure_logging
+from polygon_runner.service import Service
+from polygon_runner.settings import Settings, SettingsError, load_settings, load_store_settings
+
+logger = logging.getLogger("polygon_runner")
 
 SAMPLE_FRAMES = (
     b'[{"ev":"status","status":"connected","message":"Connected Successfully"}]',
@@ -80,12 +89,57 @@ async def _check_redis() -> int:
     return 0 if ok else 1
 
 
+def _secrets(settings: Settings) -> list[str]:
+    password = urlsplit(settings.redis_url).password or ""
+    return [settings.polygon_api_key, settings.redis_token, password]
+
+
+async def _serve(settings: Settings) -> int:
+    container = Container(settings=settings)
+    try:
+        await _maybe_await(container.init_resources())
+        service = await _maybe_await(container.service())
+        assert isinstance(service, Service)
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, service.request_stop)
+        logger.info(
+            "polygon-sink starting: realtime %s, delayed %s, store %s (%s), archive %s",
+            settings.ws_host_realtime,
+            settings.ws_host_delayed,
+            settings.redis_url_redacted,
+            settings.store_backend,
+            f"s3://{settings.s3_bucket}/{settings.s3_prefix}" if settings.s3_enabled else "off",
+        )
+        return await service.run()
+    except PolygonIngestError as exc:
+        logger.critical("cannot start: %s", exc)
+        return 1
+    finally:
+        await _maybe_await(container.shutdown_resources())
+
+
+async def _maybe_await(value: Any) -> Any:
+    return await value if inspect.isawaitable(value) else value
+
+
+def _run() -> int:
+    try:
+        settings = load_settings(os.environ, Path(".env"))
+    except SettingsError as exc:
+        print(f"polygon-sink: {exc}", file=sys.stderr)
+        return 2
+    configure_logging(settings.log_level, settings.log_format, _secrets(settings))
+    return asyncio.run(_serve(settings))
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="polygon-sink",
         description="Sink the Polygon/Massive stocks feed (AM, FMV, T, Q) into Redis.",
     )
     sub = parser.add_subparsers(dest="command")
+    sub.add_parser("run", help="run the service (the default): settings from the environment")
     sub.add_parser("demo", help="show the pipeline on local defaults (no account, no cloud)")
     sub.add_parser(
         "check-redis",
@@ -94,7 +148,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command == "check-redis":
         return asyncio.run(_check_redis())
-    if args.command in (None, "demo"):
+    if args.command in (None, "run"):
+        return _run()
+    if args.command == "demo":
         return _core_demo()
     parser.error(f"unknown command {args.command}")
     return 2

@@ -9,15 +9,21 @@ from __future__ import annotations
 import random
 from collections.abc import AsyncIterator
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from typing import Any
 
 from dependency_injector import containers, providers
 
 from polygon_adapters.memory import InMemoryLatestStore
+from polygon_adapters.polygon_ws import PolygonWebSocketFeed
 from polygon_adapters.redis_store import RedisLatestStore
 from polygon_adapters.runtime import AsyncioScheduler, SystemClock
 from polygon_adapters.upstash_store import UpstashLatestStore
+from polygon_core.backoff import ReconnectPolicy
 from polygon_core.ingest import Ingest
+from polygon_core.subscriptions import FeedRole
 from polygon_runner.check_redis import ReadableStore
+from polygon_runner.health import HealthReport, HealthServer, Metrics
+from polygon_runner.service import Service
 from polygon_runner.settings import Settings, store_backend
 
 __all__ = ["Container", "open_store"]
@@ -43,6 +49,12 @@ async def memory_store() -> AsyncIterator[InMemoryLatestStore]:
     yield InMemoryLatestStore()
 
 
+async def s3_archive(settings: Settings, clock: SystemClock) -> AsyncIterator[Any]:
+    """The S3 archive (only built when S3_ENABLED=true)."""
+    raise NotImplementedError("the S3 archive is wired in when its adapter lands")
+    yield None
+
+
 def open_store(url: str, token: str) -> AbstractAsyncContextManager[ReadableStore]:
     """The store ``url`` selects, as an async context manager (for ``check-redis``)."""
     backend = store_backend(url)
@@ -53,11 +65,50 @@ def open_store(url: str, token: str) -> AbstractAsyncContextManager[ReadableStor
     return asynccontextmanager(redis_store)(url)
 
 
-class Container(containers.DeclarativeContainer):
-    settings = providers.Dependency(instance_of=Settings)
+async def health_server(
+    report: HealthReport, metrics: Metrics, port: int
+) -> AsyncIterator[HealthServer | None]:
+    if port == 0:
+        yield None
+        return
+    server = HealthServer(report, metrics, port)
+    await server.start()
+    try:
+        yield server
+    finally:
+        await server.stop()
 
+
+def _feed(
+    role: FeedRole, host: str, settings: Settings, clock: SystemClock
+) -> PolygonWebSocketFeed:
+    policy = ReconnectPolicy(
+        initial_ms=settings.backoff_initial_ms,
+        factor=settings.backoff_factor,
+        max_ms=settings.backoff_max_ms,
+        random=random.random,
+    )
+    return PolygonWebSocketFeed(
+        role,
+        host,
+        settings.polygon_api_key,
+        settings.symbols,
+        policy=policy,
+        clock=clock,
+        batch_size=settings.subscribe_batch,
+        keep_raw=settings.s3_enabled,
+        max_frame_bytes=settings.ws_max_frame_bytes,
+        debug=settings.ws_debug,
+    )
+
+
+class Container(containers.DeclarativeContainer):
+    """settings -> adapters (store by REDIS_URL scheme, archive when enabled) -> use cases."""
+
+    settings = providers.Dependency(instance_of=Settings)
     clock = providers.Singleton(SystemClock)
     scheduler = providers.Singleton(AsyncioScheduler)
+    metrics = providers.Singleton(Metrics)
 
     store = providers.Selector(
         settings.provided.store_backend,
@@ -67,14 +118,44 @@ class Container(containers.DeclarativeContainer):
         ),
         memory=providers.Resource(memory_store),
     )
-
+    archive = providers.Selector(
+        settings.provided.archive_backend,
+        s3=providers.Resource(s3_archive, settings, clock),
+        none=providers.Object(None),
+    )
     ingest = providers.Singleton(
         Ingest,
         store=store,
         clock=clock,
         scheduler=scheduler,
         ttl=settings.provided.ttl,
+        archive=archive,
         flush_interval_s=settings.provided.redis_flush_interval_s,
         log_writes=settings.provided.ws_debug,
         rng=providers.Object(random.random),
+        flush_observer=metrics.provided.observe_flush,
+    )
+    feeds = providers.List(
+        providers.Singleton(
+            _feed, FeedRole.REALTIME, settings.provided.ws_host_realtime, settings, clock
+        ),
+        providers.Singleton(
+            _feed, FeedRole.DELAYED, settings.provided.ws_host_delayed, settings, clock
+        ),
+    )
+    report = providers.Singleton(HealthReport, ingest, feeds, archive, clock)
+    health = providers.Resource(health_server, report, metrics, settings.provided.health_port)
+    service = providers.Singleton(
+        Service,
+        ingest=ingest,
+        feeds=feeds,
+        report=report,
+        symbols=settings.provided.symbols,
+        discover=settings.provided.discover_tickers,
+        rest_base=settings.provided.rest_base,
+        api_key=settings.provided.polygon_api_key,
+        ticker_limit=settings.provided.ticker_limit,
+        health_interval_s=settings.provided.ws_health_interval_s,
+        shutdown_timeout_s=settings.provided.shutdown_timeout_s,
+        archive=archive,
     )

@@ -1,0 +1,271 @@
+"""``FeedSource`` over one Polygon/Massive WebSocket host (websockets' asyncio client).
+
+One instance keeps one connection to ``{host}/stocks`` alive: it connects, lets the core's
+:class:`~polygon_core.protocol.FeedSession` drive the handshake and subscriptions, hands
+every decoded frame to the ingest synchronously, and reconnects after every drop (clean
+closes included) with :class:`~polygon_core.backoff.ReconnectPolicy`'s delays. It never holds
+two connections: the old socket is closed before a new one is dialled.
+
+The reader loop only reads, decodes and calls the frame handler, which does no I/O, so a
+slow Redis or S3 never leaves the socket unread. Frames are read as bytes (no str detour)
+up to ``max_frame_bytes``; permessage-deflate is off (it costs CPU per event and the feed is
+read in-region). Keepalive pings go every 20 s and a pong may take 60 s, so a busy feed is
+not mistaken for a dead one.
+
+``debug=True`` (``WS_DEBUG``) logs inbound frames (truncated) and outbound frames; the API
+key is redacted from both.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import Counter
+
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
+
+from polygon_core.backoff import DisconnectReason, ReconnectPolicy
+from polygon_core.codec import FrameDecoder
+from polygon_core.ports import Clock, FrameHandler
+from polygon_core.protocol import FeedSession, SessionState
+from polygon_core.subscriptions import FeedRole, SymbolSelection
+
+__all__ = ["FeedStats", "PolygonWebSocketFeed"]
+
+logger = logging.getLogger(__name__)
+_DEBUG_EXCERPT = 300
+
+
+class FeedStats:
+    """Per-connection figures for the health log and metrics."""
+
+    __slots__ = (
+        "state",
+        "connects",
+        "disconnects",
+        "frames",
+        "events",
+        "bytes",
+        "rejects_by_reason",
+        "last_frame_ms",
+        "authenticated",
+        "acked_topics",
+        "topics",
+        "subscribe_errors",
+    )
+
+    def __init__(self) -> None:
+        self.state = "idle"
+        self.connects = 0
+        self.disconnects: Counter[str] = Counter()
+        self.frames = 0
+        self.events = 0
+        self.bytes = 0
+        self.rejects_by_reason: Counter[str] = Counter()
+        self.last_frame_ms: int | None = None
+        self.authenticated = False
+        self.acked_topics = 0
+        self.topics = 0
+        self.subscribe_errors: list[str] = []
+
+
+class PolygonWebSocketFeed:
+    """Keeps one connection to one host and pumps its frames to a handler."""
+
+    def __init__(
+        self,
+        role: FeedRole,
+        host: str,
+        api_key: str,
+        symbols: SymbolSelection,
+        *,
+        policy: ReconnectPolicy,
+        clock: Clock,
+        batch_size: int = 500,
+        keep_raw: bool = False,
+        max_frame_bytes: int = 16 * 1024 * 1024,
+        handshake_timeout_s: float = 15.0,
+        open_timeout_s: float = 10.0,
+        ping_interval_s: float = 20.0,
+        ping_timeout_s: float = 60.0,
+        debug: bool = False,
+    ) -> None:
+        self.role = role
+        self.url = host.rstrip("/") + "/stocks"
+        self._api_key = api_key
+        self.symbols = symbols
+        self._policy = policy
+        self._clock = clock
+        self._batch = batch_size
+        self._keep_raw = keep_raw
+        self._max_frame = max_frame_bytes
+        self._handshake_timeout = handshake_timeout_s
+        self._open_timeout = open_timeout_s
+        self._ping = (ping_interval_s, ping_timeout_s)
+        self._debug = debug
+        self._decoder = FrameDecoder()
+        self._ws: ClientConnection | None = None
+        self._stopping = asyncio.Event()
+        self.stats = FeedStats()
+
+    def __repr__(self) -> str:
+        return f"<PolygonWebSocketFeed {self.role.value} {self.url} {self.stats.state}>"
+
+    async def run(self, on_frame: FrameHandler) -> None:
+        """Connect, pump, reconnect; returns after :meth:`aclose`."""
+        policy = self._policy
+        while not self._stopping.is_set():
+            reason = await self._connection(on_frame)
+            if self._stopping.is_set():
+                break
+            self.stats.disconnects[reason.value] += 1
+            delay = policy.next_delay(reason, self._clock.monotonic_s())
+            level = logging.ERROR if reason in _LOUD else logging.WARNING
+            logger.log(
+                level,
+                "%s feed disconnected (%s); reconnecting in %.1f s (attempt %d)",
+                self.role.value,
+                reason.value,
+                delay,
+                policy.attempt,
+            )
+            self.stats.state = "waiting"
+            try:
+                async with asyncio.timeout(delay):
+                    await self._stopping.wait()
+            except TimeoutError:
+                pass
+        self.stats.state = "closed"
+
+    async def aclose(self) -> None:
+        """Stop reading and close the socket."""
+        self._stopping.set()
+        ws = self._ws
+        if ws is not None:
+            await ws.close()
+
+    async def _connection(self, on_frame: FrameHandler) -> DisconnectReason:
+        """One connection's life; returns why it ended."""
+        stats = self.stats
+        stats.state = "connecting"
+        stats.authenticated = False
+        session = FeedSession(
+            self._api_key,
+            self.role.channels,
+            self.symbols,
+            self._batch,
+            decoder=self._decoder,
+            keep_raw=self._keep_raw,
+        )
+        stats.topics = session.topic_count
+        try:
+            ws = await connect(
+                self.url,
+                max_size=self._max_frame,
+                compression=None,
+                open_timeout=self._open_timeout,
+                ping_interval=self._ping[0],
+                ping_timeout=self._ping[1],
+                close_timeout=2,
+                max_queue=64,
+            )
+        except (OSError, InvalidHandshake, InvalidURI, TimeoutError) as exc:
+            logger.warning("%s feed: cannot connect to %s: %s", self.role.value, self.url, exc)
+            return DisconnectReason.CONNECT_FAILED
+        self._ws = ws
+        stats.connects += 1
+        stats.state = "connected"
+        self._policy.on_connected(self._clock.monotonic_s())
+        logger.info("%s feed: connected to %s", self.role.value, self.url)
+        try:
+            return await self._pump(ws, session, on_frame)
+        except ConnectionClosed as exc:
+            session.close(DisconnectReason.DROP)
+            logger.info("%s feed: connection closed: %s", self.role.value, exc)
+            return session.close_reason or DisconnectReason.DROP
+        except TimeoutError:
+            logger.error(
+                "%s feed: no auth_success within %.0f s", self.role.value, self._handshake_timeout
+            )
+            return DisconnectReason.HANDSHAKE_TIMEOUT
+        finally:
+            self._ws = None
+            await ws.close()
+            if self._stopping.is_set():
+                session.close(DisconnectReason.CLIENT_CLOSED)
+
+    async def _pump(
+        self, ws: ClientConnection, session: FeedSession, on_frame: FrameHandler
+    ) -> DisconnectReason:
+        stats = self.stats
+        clock = self._clock
+        policy = self._policy
+        receive = session.receive
+        debug = self._debug and logger.isEnabledFor(logging.DEBUG)
+        async with asyncio.timeout(self._handshake_timeout) as handshake:
+            while True:  # the handshake: statuses drive the session
+                data = await ws.recv(decode=False)
+                frame = receive(data)
+                await self._after_status(ws, session, data, debug)
+                if frame.events or frame.rejects or frame.archive:
+                    on_frame(frame, clock.time_ms())
+                if session.state is SessionState.CLOSED:
+                    return session.close_reason or DisconnectReason.DROP
+                if session.state in (SessionState.SUBSCRIBING, SessionState.STREAMING):
+                    handshake.reschedule(None)
+                    break
+        stats.authenticated = True
+        stats.state = "streaming"
+        while True:  # the hot loop
+            data = await ws.recv(decode=False)
+            frame = receive(data)
+            now_ms = clock.time_ms()
+            stats.frames += 1
+            stats.bytes += len(data)
+            stats.last_frame_ms = now_ms
+            if debug:
+                logger.debug(
+                    "%s <<< %s",
+                    self.role.value,
+                    session.redact(bytes(data[:_DEBUG_EXCERPT]).decode("utf-8", "replace")),
+                )
+            if frame.statuses:
+                await self._after_status(ws, session, data, False)
+                closed_for = session.close_reason
+                if closed_for is not None:
+                    on_frame(frame, now_ms)
+                    return closed_for
+            events = frame.events
+            if events:
+                stats.events += len(events)
+                policy.on_data(clock.monotonic_s())
+            if frame.rejects:
+                for reject in frame.rejects:
+                    stats.rejects_by_reason[reject.reason.value] += 1
+            on_frame(frame, now_ms)
+
+    async def _after_status(
+        self, ws: ClientConnection, session: FeedSession, data: bytes | str, debug: bool
+    ) -> None:
+        """Send what the session queued and log its notices."""
+        role = self.role.value
+        if debug:
+            text = (
+                data
+                if isinstance(data, str)
+                else bytes(data[:_DEBUG_EXCERPT]).decode("utf-8", "replace")
+            )
+            logger.debug("%s <<< %s", role, session.redact(text[:_DEBUG_EXCERPT]))
+        for message in session.data_to_send():
+            if self._debug:
+                logger.debug("%s >>> %s", role, message.log_text[:_DEBUG_EXCERPT])
+            await ws.send(message.data.decode())
+        for notice in session.drain_notices():
+            logger.log(notice.level, "%s feed: %s", role, notice.text)
+        stats = self.stats
+        stats.acked_topics = session.acked_count
+        stats.subscribe_errors = list(session.errors)
+
+
+_LOUD = frozenset({DisconnectReason.AUTH_FAILED, DisconnectReason.MAX_CONNECTIONS})

@@ -1,0 +1,184 @@
+"""The running service: two feeds, the ingest, the optional archive, health, and stop.
+
+:meth:`Service.run` resolves the symbols (configured ∪ discovered), starts the feeds, the
+flush loop, the archive's background work and the health log, and waits for a stop
+request (SIGTERM/SIGINT) or a fatal error. The orderly stop, bounded by
+``SHUTDOWN_TIMEOUT_SEC``: stop reading both sockets, write what the conflation buffer
+holds, complete the archive's uploads, exit 0.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any, Protocol
+
+from polygon_adapters.polygon_ws import PolygonWebSocketFeed
+from polygon_adapters.tickers import TickerDiscoveryError, discover_tickers
+from polygon_core.errors import PolygonIngestError
+from polygon_core.ingest import Ingest
+from polygon_core.subscriptions import SymbolSelection
+from polygon_runner.health import HealthReport
+
+__all__ = ["ArchiveRunner", "Service"]
+
+logger = logging.getLogger(__name__)
+
+
+class ArchiveRunner(Protocol):
+    """The archive as the service drives it: background work plus an orderly close."""
+
+    async def run(self) -> None: ...
+
+    async def aclose(self) -> None: ...
+
+
+class Service:
+    """Everything that runs; built by the container, run by ``__main__``."""
+
+    def __init__(
+        self,
+        *,
+        ingest: Ingest,
+        feeds: list[PolygonWebSocketFeed],
+        report: HealthReport,
+        symbols: SymbolSelection,
+        discover: bool,
+        rest_base: str,
+        api_key: str,
+        ticker_limit: int,
+        health_interval_s: float,
+        shutdown_timeout_s: float,
+        archive: ArchiveRunner | None = None,
+        extra_tasks: list[Callable[[], Awaitable[None]]] | None = None,
+    ) -> None:
+        self.ingest = ingest
+        self.feeds = feeds
+        self.archive = archive
+        self._symbols = symbols
+        self._discover = discover
+        self._rest_base = rest_base
+        self._api_key = api_key
+        self._ticker_limit = ticker_limit
+        self._health_interval_s = health_interval_s
+        self._shutdown_timeout_s = shutdown_timeout_s
+        self._extra = extra_tasks or []
+        self._stop = asyncio.Event()
+        self.report = report
+        self.started_monotonic = time.monotonic()
+
+    def request_stop(self) -> None:
+        """Begin the orderly stop (safe to call from a signal handler)."""
+        self._stop.set()
+
+    async def resolve_symbols(self) -> SymbolSelection:
+        """Configured ∪ discovered; wildcard skips discovery; discovery failure falls back."""
+        symbols = self._symbols
+        if symbols.wildcard or not self._discover:
+            return symbols
+        try:
+            found = await discover_tickers(self._rest_base, self._api_key, limit=self._ticker_limit)
+        except TickerDiscoveryError as exc:
+            if not symbols:
+                raise
+            logger.warning(
+                "ticker discovery failed (%s); using the %d configured symbols",
+                exc,
+                len(symbols.symbols),
+            )
+            return symbols
+        merged = symbols.with_symbols(found)
+        logger.info(
+            "ticker discovery: %d tickers found; subscribing %d symbols",
+            len(found),
+            len(merged.symbols),
+        )
+        return merged
+
+    async def run(self) -> int:
+        """Run until stopped; returns the process exit code."""
+        symbols = await self.resolve_symbols()
+        for feed in self.feeds:
+            feed.symbols = symbols
+        tasks: dict[asyncio.Task[Any], str] = {}
+
+        def start(name: str, coro: Awaitable[Any]) -> None:
+            tasks[asyncio.ensure_future(coro)] = name
+
+        for feed in self.feeds:
+            start(f"feed-{feed.role.value}", feed.run(self.ingest.on_frame))
+        start("flush", self.ingest.run_flush_loop())
+        start("health-log", self._health_log())
+        if self.archive is not None:
+            start("archive", self.archive.run())
+        for extra in self._extra:
+            start(getattr(extra, "__name__", "task"), extra())
+        stopper = asyncio.ensure_future(self._stop.wait())
+        code = 0
+        try:
+            done, _ = await asyncio.wait([stopper, *tasks], return_when=asyncio.FIRST_COMPLETED)
+            for task in done:
+                if task is stopper or task.cancelled():
+                    continue
+                exc = task.exception()
+                if exc is not None:
+                    logger.critical("%s failed: %s", tasks[task], exc, exc_info=exc)
+                    code = 1
+                elif not self._stop.is_set():
+                    logger.critical("%s ended unexpectedly", tasks[task])
+                    code = 1
+        finally:
+            stopper.cancel()
+            left = await self._shutdown(tasks)
+        return code or (1 if left else 0)
+
+    async def _shutdown(self, tasks: dict[asyncio.Task[Any], str]) -> int:
+        """Stop reading, flush the store, close the archive; returns values left unwritten."""
+        started = time.monotonic()
+        deadline = started + self._shutdown_timeout_s
+        logger.info("stopping: closing feeds, flushing the store, closing the archive")
+        for feed in self.feeds:
+            await feed.aclose()
+        self.ingest.stop()
+        left = 0
+        try:
+            async with asyncio.timeout(max(deadline - time.monotonic(), 0.1) * 0.4):
+                await self._wait_named(tasks, "flush")
+                left = await self.ingest.final_flush()
+        except TimeoutError:
+            left = len(self.ingest.buffer)
+            logger.error("stopping: store flush timed out; %d values not written", left)
+        except PolygonIngestError as exc:
+            left = len(self.ingest.buffer)
+            logger.error("stopping: final flush failed: %s", exc)
+        if self.archive is not None:
+            try:
+                async with asyncio.timeout(max(deadline - time.monotonic(), 0.1)):
+                    await self.archive.aclose()
+            except TimeoutError:
+                logger.error("stopping: the archive did not finish before the deadline")
+        for task in tasks:
+            task.cancel()
+        with contextlib.suppress(Exception):
+            await asyncio.gather(*tasks, return_exceptions=True)
+        logger.info(
+            "stopped in %.1f s; %s",
+            time.monotonic() - started,
+            self.report.summary_line(),
+        )
+        return left
+
+    @staticmethod
+    async def _wait_named(tasks: dict[asyncio.Task[Any], str], name: str) -> None:
+        for task, task_name in tasks.items():
+            if task_name == name and not task.done():
+                with contextlib.suppress(asyncio.CancelledError, PolygonIngestError):
+                    await task
+
+    async def _health_log(self) -> None:
+        while True:
+            await asyncio.sleep(self._health_interval_s)
+            logger.info("health", extra={"health": self.report.snapshot(delta=True)})
