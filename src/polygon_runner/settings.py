@@ -168,7 +168,8 @@ class _Reader:
         try:
             return convert(value)
         except ValueError as exc:
-            self.problems[name] = f"{exc} (got {value!r})"
+            shown = redact_url(value) if name == "REDIS_URL" else value
+            self.problems[name] = f"{exc} (got {shown!r})"
             return default
 
     def flag(self, name: str, default: bool) -> bool:
