@@ -1,0 +1,335 @@
+"""``RawArchive`` on S3: NDJSON objects written as multipart uploads (SPEC §3).
+
+``append`` runs on the socket reader. It only files the line into its channel's open
+object (opened lazily, on the first line), rotates the object when the window changed or
+the line would take it over ``S3_MAX_OBJECT_BYTES``, and cuts parts of exactly the
+effective part size off the buffer's front (parts may end mid-line; the last part of an
+object takes the rest). It never awaits and never blocks.
+
+The background work runs in :meth:`S3MultipartArchive.run` (or :meth:`start`): a supervisor
+that rotates objects at their window's end even when no line arrives, and one task per
+object that creates the upload (and the folder's ``uploading.marker``), uploads its parts
+with at most ``upload_concurrency`` part uploads in flight over all objects, completes it
+with the parts in order, and updates the marker.
+
+Memory: every appended byte counts against ``max_buffer_bytes`` (``S3_MAX_BUFFER_BYTES``,
+default 256 MiB) until the part holding it is uploaded. While S3 is slow or unreachable,
+calls are retried with backoff and lines keep buffering; past the budget, ``append`` drops
+new lines, counts them per channel and logs one ERROR line when dropping starts and one
+summary when it has stopped. Budget 256 MiB vs. steady state: 4 channels x part size
+(16 MiB) being filled + ``upload_concurrency`` x 16 MiB in flight = 128 MiB; the rest is
+outage headroom.
+
+Orderly stop (:meth:`aclose`): every open object is completed, the markers deleted, within
+``close_timeout_s`` (default 90 s; see docs/athena.md for how this fits ECS's
+``stopTimeout``). What is still open at the deadline is left for the next start's
+:meth:`recover`, which completes uploads with their parts, aborts those with none, removes
+stale markers and seeds ``seq``.
+
+Crash loss bound: what was in memory and not yet in an uploaded part, i.e. per channel up to
+one part size of the open object's buffer, plus the parts queued or in flight, all capped by
+``max_buffer_bytes`` (at defaults: typically under 4 x 16 MiB + 4 x 16 MiB, at most 256 MiB).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from collections.abc import Callable
+from typing import Any
+
+from polygon_adapters.s3_markers import FolderMarkers
+from polygon_adapters.s3_objects import ArchiveObject, ObjectUploader
+from polygon_adapters.s3_recovery import RecoveryReport, recover_archive
+from polygon_adapters.s3_stats import ArchiveStats, DropLog
+from polygon_adapters.s3_upload import S3Requests, S3RetryPolicy
+from polygon_core.events import Channel
+from polygon_core.ports import Clock
+from polygon_core.rotation import RotationPolicy, SeqCounter, Window, marker_key, object_key
+
+__all__ = [
+    "DEFAULT_CLOSE_TIMEOUT_S",
+    "DEFAULT_MAX_BUFFER_BYTES",
+    "ArchiveStats",
+    "RecoveryReport",
+    "S3MultipartArchive",
+    "S3RetryPolicy",
+]
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_MAX_BUFFER_BYTES = 256 * 1024 * 1024
+DEFAULT_CLOSE_TIMEOUT_S = 90.0
+
+
+class S3MultipartArchive:
+    """The S3 ``RawArchive``. Call :meth:`recover` once, then :meth:`start` (or run
+    :meth:`run` as a task), append, and :meth:`aclose` on the way out.
+
+    ``client`` is an aiobotocore S3 client (see :func:`~polygon_adapters.s3_upload.
+    open_s3_client`); the caller owns it and closes it after :meth:`aclose`.
+    """
+
+    def __init__(
+        self,
+        client: Any,
+        *,
+        bucket: str,
+        prefix: str,
+        hostname: str,
+        policy: RotationPolicy,
+        clock: Clock,
+        use_marker: bool = True,
+        max_buffer_bytes: int = DEFAULT_MAX_BUFFER_BYTES,
+        upload_concurrency: int = 4,
+        retry: S3RetryPolicy | None = None,
+        close_timeout_s: float = DEFAULT_CLOSE_TIMEOUT_S,
+        tick_s: float = 1.0,
+        drop_quiet_s: float = 10.0,
+        recovery_lookback_hours: int = 48,
+        rng: Callable[[], float] = random.random,
+    ) -> None:
+        smallest = min(policy.part_size_bytes, policy.max_object_bytes)
+        if max_buffer_bytes < smallest:
+            raise ValueError(
+                f"max_buffer_bytes {max_buffer_bytes} is below one part/object "
+                f"({smallest} bytes): nothing could ever be uploaded"
+            )
+        if upload_concurrency < 1 or close_timeout_s <= 0 or tick_s <= 0:
+            raise ValueError("upload_concurrency must be >= 1, timeouts and tick positive")
+        if not bucket:
+            raise ValueError("bucket must not be empty")
+        self._client = client
+        self._bucket = bucket
+        self._prefix = prefix.strip("/")
+        self._hostname = hostname
+        self._policy = policy
+        self._clock = clock
+        self._budget = max_buffer_bytes
+        self._part_size = policy.part_size_bytes
+        self._retry = retry or S3RetryPolicy()
+        self._close_timeout_s = close_timeout_s
+        self._tick_s = tick_s
+        self._lookback_hours = recovery_lookback_hours
+        self.stats = ArchiveStats()
+        self._drops = DropLog(self.stats, max_buffer_bytes, drop_quiet_s)
+        self._requests = S3Requests(self._retry, on_retry=self._on_retry, rng=rng)
+        self._markers = FolderMarkers(client, bucket, hostname, self._requests, enabled=use_marker)
+        self._uploader = ObjectUploader(
+            client,
+            bucket,
+            self._requests,
+            self._markers,
+            self.stats,
+            clock,
+            upload_concurrency=upload_concurrency,
+            detach=self._detach,
+        )
+        self._seq = SeqCounter()
+        self._open: dict[Channel, ArchiveObject] = {}
+        self._last_window: dict[Channel, Window] = {}
+        self._starting: list[ArchiveObject] = []
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._wake = asyncio.Event()
+        self._runner: asyncio.Task[None] | None = None
+        self._running = False
+        self._closing = False
+        self._closed = False
+
+    # -- the socket reader's side: synchronous, no I/O --------------------------------------
+
+    def append(self, channel: Channel, line: bytes, ingest_ms: int) -> None:
+        """File one NDJSON line (a newline is added if missing). Never awaits or blocks."""
+        if not line.endswith(b"\n"):
+            line += b"\n"
+        n = len(line)
+        stats = self.stats
+        if self._closing or stats.bytes_buffered + n > self._budget:
+            why = "appended after close" if self._closing else "memory budget full"
+            self._drops.dropped(channel, n, self._clock.monotonic_s(), stats.bytes_buffered, why)
+            return
+        obj = self._open.get(channel)
+        if (
+            obj is None
+            or ingest_ms >= obj.window.end_ms
+            or self._policy.should_rotate(obj.size_bytes, n)
+        ):
+            obj = self._roll(channel, obj, ingest_ms)
+        obj.buffer += line
+        obj.size_bytes += n
+        obj.lines += 1
+        stats.bytes_buffered += n
+        stats.lines_buffered += 1
+        stats.lines_appended[channel] += 1
+        stats.bytes_appended[channel] += n
+        if len(obj.buffer) >= self._part_size:
+            obj.cut(self._part_size, final=False)
+
+    def _roll(self, channel: Channel, obj: ArchiveObject | None, ingest_ms: int) -> ArchiveObject:
+        window = self._policy.window_for(ingest_ms)
+        if obj is not None:
+            self._close(obj)
+            if ingest_ms < obj.window.end_ms:  # size rotation (or the clock stepped back)
+                window = obj.window
+        last = self._last_window.get(channel)
+        if last is not None and last.start_ms > window.start_ms:
+            window = last  # windows never go back
+        seq = self._seq.next_seq(channel, window)
+        key = object_key(self._prefix, channel, window, self._hostname, seq)
+        marker = marker_key(self._prefix, channel, window)
+        clock = self._clock
+        new = ArchiveObject(channel, window, seq, key, marker, clock.time_ms(), clock.monotonic_s())
+        self._open[channel] = new
+        self._last_window[channel] = window
+        self._starting.append(new)
+        self.stats.objects_opened += 1
+        self.stats.open_uploads += 1
+        logger.info("S3 archive: opened %s", key)
+        self._wake.set()
+        return new
+
+    def _detach(self, obj: ArchiveObject) -> None:
+        if self._open.get(obj.channel) is obj:
+            del self._open[obj.channel]
+
+    def _close(self, obj: ArchiveObject) -> None:
+        """No more lines for ``obj``: cut the rest as its last part and let it complete."""
+        self._detach(obj)
+        if obj.closing:
+            return
+        obj.closing = True
+        if obj.buffer:
+            obj.cut(self._part_size, final=True)
+        obj.wake.set()
+
+    # -- background work ---------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Run :meth:`run` as a background task (stopped by :meth:`aclose`)."""
+        if self._runner is None:
+            self._runner = asyncio.create_task(self.run(), name="s3-archive")
+
+    async def run(self) -> None:
+        """Rotate objects at their window's end and start upload tasks until :meth:`aclose`."""
+        if self._running:
+            raise RuntimeError("S3MultipartArchive.run() is already running")
+        self._running = True
+        clock = self._clock
+        while True:
+            self._spawn()
+            if self._closing:
+                return
+            now_ms = clock.time_ms()
+            timeout = self._tick_s
+            for obj in list(self._open.values()):
+                if now_ms >= obj.window.end_ms:
+                    logger.debug("S3 archive: window of %s ended", obj.key)
+                    self._close(obj)
+                else:
+                    timeout = min(timeout, (obj.window.end_ms - now_ms) / 1000)
+            self._drops.tick(clock.monotonic_s())
+            self.stats.in_outage = self._requests.in_outage
+            self._wake.clear()
+            try:
+                async with asyncio.timeout(timeout):
+                    await self._wake.wait()
+            except TimeoutError:
+                pass
+
+    def _spawn(self) -> None:
+        for obj in self._starting:
+            task = asyncio.create_task(self._uploader.drive(obj), name=f"s3-object-{obj.key}")
+            self._tasks.add(task)
+            task.add_done_callback(self._task_done)
+        self._starting.clear()
+
+    def _task_done(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and (exc := task.exception()) is not None:
+            logger.error("S3 archive: upload task %s crashed", task.get_name(), exc_info=exc)
+
+    def _on_retry(self) -> None:
+        self.stats.retries += 1
+        self.stats.in_outage = True
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    async def recover(self) -> RecoveryReport:
+        """Finish uploads a crashed writer left open, remove stale markers, seed ``seq``.
+
+        Call once before :meth:`start` and the first :meth:`append`. Raises
+        ``ArchiveError`` when S3 cannot be reached after the retry policy's
+        ``recovery_attempts`` (e.g. a wrong bucket or endpoint).
+        """
+        if self._running or self.stats.objects_opened:
+            raise RuntimeError("recover() must run before start() and the first append()")
+        report = await recover_archive(
+            self._client,
+            self._bucket,
+            self._prefix,
+            self._hostname,
+            self._policy,
+            self._seq,
+            self._requests,
+            now_ms=self._clock.time_ms(),
+            attempts=self._retry.recovery_attempts,
+            lookback_hours=self._lookback_hours,
+        )
+        for channel, seq in report.seeded.items():
+            self._last_window[channel] = self._policy.window_for(self._clock.time_ms())
+            logger.debug("S3 archive: %s continues after seq %d", channel.value, seq)
+        stats = self.stats
+        stats.recovered_completed += len(report.completed)
+        stats.recovered_aborted += len(report.aborted)
+        stats.markers_removed += len(report.markers_removed)
+        logger.info(
+            "S3 archive recovery: %d uploads completed, %d aborted, %d stale markers removed",
+            len(report.completed),
+            len(report.aborted),
+            len(report.markers_removed),
+        )
+        return report
+
+    async def aclose(self, timeout_s: float | None = None) -> None:
+        """Complete every open object within ``timeout_s`` (default ``close_timeout_s``).
+
+        Lines appended afterwards are dropped and counted. Objects still open at the
+        deadline are left for :meth:`recover` and logged; this never raises for them.
+        """
+        if self._closed:
+            return
+        self._closed = True
+        self._closing = True
+        deadline = self._close_timeout_s if timeout_s is None else timeout_s
+        for obj in list(self._open.values()):
+            self._close(obj)
+        self._spawn()
+        self._wake.set()
+        tasks = set(self._tasks)
+        if tasks:
+            _done, late = await asyncio.wait(tasks, timeout=deadline)
+            for task in late:
+                task.cancel()
+            if late:
+                await asyncio.gather(*late, return_exceptions=True)
+                logger.error(
+                    "S3 archive: shutdown deadline of %.0f s passed; %d objects left open "
+                    "(%d lines not uploaded); the next start completes their uploaded parts",
+                    deadline,
+                    len(late),
+                    self.stats.lost_lines,
+                )
+        if self._runner is not None:
+            await self._runner
+        self._drops.tick(self._clock.monotonic_s(), force=True)
+        stats = self.stats
+        stats.in_outage = self._requests.in_outage
+        logger.info(
+            "S3 archive closed: %d objects completed, %d parts, %d bytes uploaded, "
+            "%d lines dropped",
+            stats.objects_completed,
+            stats.parts_uploaded,
+            stats.bytes_uploaded,
+            stats.dropped_lines_total,
+        )

@@ -1,0 +1,170 @@
+"""Start-up recovery of the S3 archive: finish what a crashed writer left open.
+
+1. ``ListMultipartUploads`` under each channel's prefix (paginated). For every ``.ndjson``
+   upload, ``ListParts`` (paginated); complete it with the parts
+   :func:`~polygon_core.archive_policy.completable_parts` allows, or abort it when there
+   are none. Any writer's uploads are recovered, not only this hostname's: on ECS a new
+   task has a new hostname, and the service runs as a single replica.
+2. Delete stale ``uploading.marker`` objects: those in the folders of the uploads above
+   and those found by listing the day folders of the last ``lookback_hours`` (the archive
+   is never listed in full; older stale markers are harmless, empty and zero rows).
+3. Seed the ``SeqCounter`` from the current window's folder per channel, so a restart
+   inside a window continues after the highest ``seq`` of this hostname instead of
+   overwriting ``seq=000001``.
+
+Every call retries ``S3RetryPolicy.recovery_attempts`` times; then ``ArchiveError``.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from functools import partial
+from typing import Any
+
+from polygon_adapters.s3_upload import S3Requests
+from polygon_core.archive_policy import UploadedPart, completable_parts, lookback_folders
+from polygon_core.events import Channel
+from polygon_core.rotation import (
+    MARKER_NAME,
+    RotationPolicy,
+    SeqCounter,
+    channel_prefix,
+    seq_from_key,
+    window_folder,
+)
+
+__all__ = ["RecoveryReport", "recover_archive"]
+
+logger = logging.getLogger("polygon_adapters.s3_archive")
+
+
+@dataclass(slots=True)
+class RecoveryReport:
+    """What :func:`recover_archive` did."""
+
+    completed: list[str] = field(default_factory=list)
+    """Keys of uploads completed with their uploaded parts."""
+    aborted: list[str] = field(default_factory=list)
+    """Keys of uploads aborted (no part to complete)."""
+    markers_removed: list[str] = field(default_factory=list)
+    seeded: dict[Channel, int] = field(default_factory=dict)
+    """Highest existing seq of this hostname in the current window, per channel."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Target:
+    client: Any
+    bucket: str
+    requests: S3Requests
+    attempts: int
+
+    async def call(self, what: str, method: str, **params: Any) -> dict[str, Any]:
+        request = partial(getattr(self.client, method), Bucket=self.bucket, **params)
+        result: dict[str, Any] = await self.requests.call(what, request, attempts=self.attempts)
+        return result
+
+
+async def recover_archive(
+    client: Any,
+    bucket: str,
+    prefix: str,
+    hostname: str,
+    policy: RotationPolicy,
+    seq: SeqCounter,
+    requests: S3Requests,
+    *,
+    now_ms: int,
+    attempts: int,
+    lookback_hours: int = 48,
+) -> RecoveryReport:
+    """Run the three steps of the module docstring; see :class:`RecoveryReport`."""
+    target = _Target(client, bucket, requests, attempts)
+    report = RecoveryReport()
+    markers: set[str] = set()
+    for channel in Channel:
+        async for key, upload_id in _uploads(target, channel_prefix(prefix, channel)):
+            if not key.endswith(".ndjson"):
+                continue
+            markers.add(key.rpartition("/")[0] + "/" + MARKER_NAME)
+            await _finish(target, key, upload_id, report)
+        for folder in lookback_folders(prefix, channel, now_ms, lookback_hours):
+            async for key in _keys(target, folder):
+                if key.endswith("/" + MARKER_NAME):
+                    markers.add(key)
+    for marker in sorted(markers):
+        await target.call("DeleteObject (stale marker)", "delete_object", Key=marker)
+        report.markers_removed.append(marker)
+        logger.info("recovery: removed stale marker %s", marker)
+    for channel in Channel:
+        window = policy.window_for(now_ms)
+        highest = 0
+        async for key in _keys(target, window_folder(prefix, channel, window)):
+            found = seq_from_key(key, hostname)
+            if found is not None and found > highest:
+                highest = found
+        seq.seed(channel, window, highest)
+        report.seeded[channel] = highest
+    return report
+
+
+async def _finish(target: _Target, key: str, upload_id: str, report: RecoveryReport) -> None:
+    parts = [p async for p in _parts(target, key, upload_id)]
+    chosen = completable_parts(parts)
+    if not chosen:
+        await target.call(
+            "AbortMultipartUpload (recovery)", "abort_multipart_upload", Key=key, UploadId=upload_id
+        )
+        report.aborted.append(key)
+        logger.warning("recovery: aborted upload of %s (%d parts, none usable)", key, len(parts))
+        return
+    await target.call(
+        "CompleteMultipartUpload (recovery)",
+        "complete_multipart_upload",
+        Key=key,
+        UploadId=upload_id,
+        MultipartUpload={"Parts": [{"PartNumber": p.number, "ETag": p.etag} for p in chosen]},
+    )
+    report.completed.append(key)
+    logger.warning(
+        "recovery: completed %s with %d of %d uploaded parts (%d bytes)",
+        key,
+        len(chosen),
+        len(parts),
+        sum(p.size for p in chosen),
+    )
+
+
+async def _uploads(target: _Target, prefix: str) -> AsyncIterator[tuple[str, str]]:
+    params: dict[str, Any] = {"Prefix": prefix}
+    while True:
+        page = await target.call("ListMultipartUploads", "list_multipart_uploads", **params)
+        for upload in page.get("Uploads", []):
+            yield upload["Key"], upload["UploadId"]
+        if not page.get("IsTruncated"):
+            return
+        params["KeyMarker"] = page.get("NextKeyMarker", "")
+        params["UploadIdMarker"] = page.get("NextUploadIdMarker", "")
+
+
+async def _parts(target: _Target, key: str, upload_id: str) -> AsyncIterator[UploadedPart]:
+    params: dict[str, Any] = {"Key": key, "UploadId": upload_id}
+    while True:
+        page = await target.call("ListParts", "list_parts", **params)
+        for part in page.get("Parts", []):
+            yield UploadedPart(int(part["PartNumber"]), str(part["ETag"]), int(part["Size"]))
+        if not page.get("IsTruncated"):
+            return
+        params["PartNumberMarker"] = page["NextPartNumberMarker"]
+
+
+async def _keys(target: _Target, prefix: str) -> AsyncIterator[str]:
+    params: dict[str, Any] = {"Prefix": prefix}
+    while True:
+        page = await target.call("ListObjectsV2", "list_objects_v2", **params)
+        for obj in page.get("Contents", []):
+            yield obj["Key"]
+        if not page.get("IsTruncated"):
+            return
+        params["ContinuationToken"] = page["NextContinuationToken"]
