@@ -9,7 +9,6 @@ from __future__ import annotations
 import random
 from collections.abc import AsyncIterator
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
-from typing import Any
 
 from dependency_injector import containers, providers
 
@@ -17,9 +16,12 @@ from polygon_adapters.memory import InMemoryLatestStore
 from polygon_adapters.polygon_ws import PolygonWebSocketFeed
 from polygon_adapters.redis_store import RedisLatestStore
 from polygon_adapters.runtime import AsyncioScheduler, SystemClock
+from polygon_adapters.s3_archive import S3MultipartArchive
+from polygon_adapters.s3_upload import open_s3_client
 from polygon_adapters.upstash_store import UpstashLatestStore
 from polygon_core.backoff import ReconnectPolicy
 from polygon_core.ingest import Ingest
+from polygon_core.rotation import RotationPolicy
 from polygon_core.subscriptions import FeedRole
 from polygon_runner.check_redis import ReadableStore
 from polygon_runner.health import HealthReport, HealthServer, Metrics
@@ -49,10 +51,29 @@ async def memory_store() -> AsyncIterator[InMemoryLatestStore]:
     yield InMemoryLatestStore()
 
 
-async def s3_archive(settings: Settings, clock: SystemClock) -> AsyncIterator[Any]:
-    """The S3 archive (only built when S3_ENABLED=true)."""
-    raise NotImplementedError("the S3 archive is wired in when its adapter lands")
-    yield None
+async def s3_archive(settings: Settings, clock: SystemClock) -> AsyncIterator[S3MultipartArchive]:
+    """The S3 archive (only built when S3_ENABLED=true): recover, run, complete on close."""
+    async with open_s3_client(settings.aws_region, settings.s3_endpoint_url) as client:
+        archive = S3MultipartArchive(
+            client,
+            bucket=settings.s3_bucket,
+            prefix=settings.s3_prefix,
+            hostname=settings.hostname,
+            policy=RotationPolicy.from_config(
+                settings.s3_window_minutes,
+                settings.s3_max_object_bytes,
+                settings.s3_part_size_bytes,
+            ),
+            clock=clock,
+            use_marker=settings.s3_use_marker,
+            max_buffer_bytes=settings.s3_max_buffer_bytes,
+            close_timeout_s=settings.shutdown_timeout_s,
+        )
+        await archive.recover()
+        try:
+            yield archive
+        finally:
+            await archive.aclose()
 
 
 def open_store(url: str, token: str) -> AbstractAsyncContextManager[ReadableStore]:
