@@ -15,21 +15,28 @@ import re
 import signal
 import sys
 import textwrap
-from collections.abc import AsyncIterator, Iterator
+from abc import ABC, abstractmethod
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import AsyncExitStack
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import msgspec
 import pytest
 from botocore.exceptions import ClientError
+from hypothesis import settings
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, rule, run_state_machine_as_test
 
-from polygon_adapters.memory import ManualClock
+from polygon_adapters.memory import InMemoryArchive, ManualClock
 from polygon_adapters.s3_archive import S3MultipartArchive, S3RetryPolicy
 from polygon_adapters.s3_markers import marker_metadata
 from polygon_adapters.s3_upload import open_s3_client
 from polygon_core.archive_policy import UploadedPart, completable_parts, lookback_folders
 from polygon_core.codec import archive_line, decode_frame
 from polygon_core.events import Channel
+from polygon_core.ports import RawArchive
 from polygon_core.rotation import (
     MIN_PART_BYTES,
     RotationPolicy,
@@ -198,6 +205,174 @@ def test_budget_below_one_part_is_refused() -> None:
             object(), bucket="b", prefix="p", hostname="h", policy=policy,
             clock=ManualClock(), max_buffer_bytes=MIB,
         )  # fmt: skip
+
+
+# -- the RawArchive contract: every adapter, read back around it ------------------------------
+
+
+class ArchiveBackend(ABC):
+    """How to build the archive under test and read its lines back without it."""
+
+    @abstractmethod
+    async def open(self, clock: ManualClock) -> RawArchive: ...
+
+    @abstractmethod
+    async def read_back(self) -> dict[Channel, list[bytes]]:
+        """Every line per channel, in order, read directly from the storage."""
+
+    async def aclose(self) -> None:
+        return None
+
+
+class RawArchiveContract:
+    """The port's contract; subclasses provide a ``backend_factory``."""
+
+    backend_factory: Callable[[], ArchiveBackend]
+
+    async def test_lines_come_back_per_channel_in_arrival_order(self) -> None:
+        backend = self.backend_factory()
+        clock = ManualClock(T0_MS)
+        try:
+            archive = await backend.open(clock)
+            sent = archive_lines(20, clock.time_ms())
+            for channel, line, _raw in sent:
+                archive.append(channel, line, clock.time_ms())
+            await archive.aclose()
+            await archive.aclose()  # a second close is harmless
+            got = await backend.read_back()
+            archive.append(Channel.T, b'{"late":1}\n', clock.time_ms())  # never raises
+        finally:
+            await backend.aclose()
+        assert got == {c: [line for ch, line, _ in sent if ch is c] for c in Channel}
+
+    def test_stateful(self) -> None:
+        machine = type("Machine", (ArchiveMachine,), {"backend_factory": self.backend_factory})
+        run_state_machine_as_test(
+            machine, settings=settings(max_examples=8, stateful_step_count=25, deadline=None)
+        )
+
+
+class ArchiveMachine(RuleBasedStateMachine):
+    """Archive vs a list-per-channel model; time moves by a manual clock, uploads run on
+    the machine's own loop while it ``settle``s, and the model is checked after close."""
+
+    backend_factory: Callable[[], ArchiveBackend] | None = None
+
+    def __init__(self) -> None:
+        super().__init__()
+        assert self.backend_factory is not None
+        self.loop = asyncio.new_event_loop()
+        self.backend = self.backend_factory()
+        self.clock = ManualClock(T0_MS)
+        self.archive = self.loop.run_until_complete(self.backend.open(self.clock))
+        self.model: dict[Channel, list[bytes]] = {c: [] for c in Channel}
+        self.count = 0
+
+    @rule(channel=st.sampled_from(list(Channel)), size=st.integers(150, 3000))
+    def append(self, channel: Channel, size: int) -> None:
+        line = padded_line(channel, self.count, self.clock.time_ms(), size)
+        self.count += 1
+        self.archive.append(channel, line, self.clock.time_ms())
+        self.model[channel].append(line)
+
+    @rule(seconds=st.sampled_from([0.001, 1.0, 600.0, 1800.0, 86_400.0]))
+    def advance(self, seconds: float) -> None:
+        self.clock.advance(seconds)
+
+    @rule()
+    def settle(self) -> None:
+        self.loop.run_until_complete(asyncio.sleep(0.02))
+
+    def teardown(self) -> None:
+        try:
+            self.loop.run_until_complete(self.archive.aclose())
+            assert self.loop.run_until_complete(self.backend.read_back()) == self.model
+        finally:
+            self.loop.run_until_complete(self.backend.aclose())
+            self.loop.close()
+
+
+class MemoryArchiveBackend(ArchiveBackend):
+    def __init__(self) -> None:
+        self.memory = InMemoryArchive()
+
+    async def open(self, clock: ManualClock) -> RawArchive:
+        return self.memory
+
+    async def read_back(self) -> dict[Channel, list[bytes]]:
+        return {c: list(lines) for c, lines in self.memory.lines.items()}
+
+
+class TestInMemoryArchive(RawArchiveContract):
+    backend_factory = MemoryArchiveBackend
+
+
+class S3ArchiveBackend(ArchiveBackend):
+    """A fresh bucket per archive; objects of at most 4 KiB so rotation happens a lot.
+
+    ``read_back`` also checks what only S3 can show: ``seq`` from 1 without a gap per
+    folder, objects within the size limit (a longer line alone), every line's ``ingestTs``
+    inside its folder's window, no marker and no open upload left.
+    """
+
+    server: MotoS3Server | None = None
+    max_object_bytes = 4096
+
+    def __init__(self) -> None:
+        self.stack = AsyncExitStack()
+        self.client: Any = None
+        self.bucket = unique_bucket("contract")
+
+    async def open(self, clock: ManualClock) -> RawArchive:
+        server = self.server
+        assert server is not None
+        self.client = await self.stack.enter_async_context(
+            open_s3_client(server.region, server.endpoint_url, session=server.aio_session())
+        )
+        await self.client.create_bucket(Bucket=self.bucket)
+        policy = RotationPolicy.from_config(30, self.max_object_bytes, 5 * MIB)
+        archive = make_archive(self.client, self.bucket, clock, policy=policy)
+        await archive.recover()
+        archive.start()
+        return archive
+
+    async def read_back(self) -> dict[Channel, list[bytes]]:
+        found = await objects(self.client, self.bucket)
+        assert await open_uploads(self.client, self.bucket) == []
+        assert all(k.endswith(".ndjson") for k in found), "a marker was left behind"
+        got: dict[Channel, list[bytes]] = {c: [] for c in Channel}
+        seqs: dict[str, list[int | None]] = {}
+        for key, body in found.items():
+            folder, _, _name = key.rpartition("/")
+            seqs.setdefault(folder, []).append(seq_from_key(key, HOST))
+            lines = body.splitlines(keepends=True)
+            assert len(body) <= self.max_object_bytes or len(lines) == 1
+            stamp = re.search(r"part=(\d{8}_\d{4})-", folder)
+            assert stamp is not None
+            for line in lines:
+                decoded = msgspec.json.decode(line)
+                ingest = msgspec.json.decode(
+                    b'"' + decoded["ingestTs"].encode() + b'"', type=datetime
+                )
+                assert window_for(int(ingest.timestamp() * 1000), 30).start_ms == int(
+                    datetime.strptime(stamp.group(1) + "+0000", "%Y%m%d_%H%M%z").timestamp() * 1000
+                )
+                got[Channel(decoded["channel"])].append(line)
+        for folder, numbers in seqs.items():
+            assert numbers == list(range(1, len(numbers) + 1)), folder
+        return got
+
+    async def aclose(self) -> None:
+        await self.stack.aclose()
+
+
+@integration
+class TestS3Archive(RawArchiveContract):
+    backend_factory = S3ArchiveBackend
+
+    @pytest.fixture(autouse=True)
+    def _server(self, moto: MotoS3Server) -> None:
+        S3ArchiveBackend.server = moto
 
 
 # -- layout and lines ------------------------------------------------------------------------
