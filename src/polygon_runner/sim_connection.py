@@ -1,0 +1,371 @@
+"""One simulated WebSocket connection: handshake, control messages and the data writer.
+
+Per connection the reader task (the websockets handler) answers control messages and a
+writer task streams data. Every frame is a JSON array built by joining pre-encoded event
+bytes, sent as a text frame with ``await send`` (backpressure: a slow reader slows the
+writer; with a rate set, a reader too far behind can get ``slow_consumer``).
+
+Wire behaviour (``polygon-protocol.md`` §2, §3, §6): the first frame is ``connected``; an
+auth frame with the right key gets ``auth_success``, a wrong one ``auth_failed`` and a TCP
+close without a close frame; a subscribe before auth gets ``auth_required``; a frame that is
+not a JSON object gets ``error``/``Invalid JSON``; topics split at the first dot; a channel
+the host does not serve is dropped silently; a topic already held is not answered again;
+unsubscribing answers ``unsubscribed to: X``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import deque
+from typing import TYPE_CHECKING, Any
+
+import msgspec
+from websockets.asyncio.server import ServerConnection
+from websockets.exceptions import ConnectionClosed
+
+from polygon_core.subscriptions import FeedRole, split_topic
+from polygon_runner.sim_config import ScriptedEvent
+from polygon_runner.sim_faults import GARBAGE, HostFaults, StatusKill
+from polygon_runner.sim_market import Event, Pick, event_channel, event_time
+from polygon_runner.sim_truth import ConnectionEventKind, ConnectionTruth, Latest, Truth
+
+if TYPE_CHECKING:
+    from polygon_runner.simulator import PolygonSimulator
+
+__all__ = ["Connection", "Streamer", "status_element", "status_frame"]
+
+logger = logging.getLogger(__name__)
+
+
+class _Status(msgspec.Struct):
+    ev: str
+    status: str
+    message: str
+
+
+_encode = msgspec.json.Encoder().encode
+_decode = msgspec.json.Decoder().decode
+
+
+def status_element(status: str, message: str) -> bytes:
+    """``{"ev":"status","status":...,"message":...}``"""
+    return _encode(_Status("status", status, message))
+
+
+def status_frame(status: str, message: str) -> bytes:
+    return b"[" + status_element(status, message) + b"]"
+
+
+AUTH_SUCCESS = status_frame("auth_success", "authenticated")
+AUTH_FAILED = status_frame("auth_failed", "authentication failed")
+AUTH_TIMEOUT = status_frame("auth_timeout", "No authentication request received.")
+AUTH_REQUIRED = status_frame("auth_required", "authentication required")
+INVALID_JSON = status_frame("error", "Invalid JSON")
+UNKNOWN_ACTION = status_frame("error", "unknown action")
+
+
+class Connection:
+    """State of one client connection."""
+
+    __slots__ = (
+        "conn_id", "role", "ws", "record", "wildcard", "explicit", "picks", "pending",
+        "wake", "closing", "authenticated", "writer", "stale", "oversize",
+    )  # fmt: skip
+
+    def __init__(self, conn_id: int, role: FeedRole, ws: ServerConnection, truth: Truth) -> None:
+        self.conn_id = conn_id
+        self.role = role
+        self.ws = ws
+        self.record: ConnectionTruth = truth.opened(conn_id, role)
+        self.wildcard: set[str] = set()
+        self.explicit: set[tuple[str, str]] = set()
+        self.picks: list[Pick] = []
+        self.pending: list[bytes] = []
+        """Status or garbage elements to lead the next frame."""
+        self.wake = asyncio.Event()
+        self.closing = False
+        self.authenticated = False
+        self.writer: asyncio.Task[None] | None = None
+        self.stale = 0
+        self.oversize: list[int] = []
+
+    def wants(self, channel: str, symbol: str) -> bool:
+        return channel in self.wildcard or (channel, symbol) in self.explicit
+
+    async def rest(self, timeout_s: float | None) -> None:
+        """Sleep until woken (new topics, faults, budget) or ``timeout_s`` passes."""
+        if not self.wake.is_set():
+            try:
+                async with asyncio.timeout(timeout_s):
+                    await self.wake.wait()
+            except TimeoutError:
+                pass
+        self.wake.clear()
+
+    async def close_with(self, code: int | None, reason: str, status: StatusKill | None) -> None:
+        try:
+            if status is not None:
+                await self.ws.send(status_frame(status.value, status.message), text=True)
+            if code is None:
+                self.ws.transport.abort()
+            else:
+                await self.ws.close(code, reason)
+        except ConnectionClosed:
+            pass
+
+
+class Streamer:
+    """The protocol logic of a connection, bound to its simulator."""
+
+    def __init__(self, sim: PolygonSimulator) -> None:
+        self.sim = sim
+
+    async def authenticate(self, conn: Connection) -> bool:
+        """Run the handshake; ``True`` once authenticated, ``False`` when closed."""
+        sim, ws = self.sim, conn.ws
+        timeout = sim.config.auth_timeout_s
+        deadline = None if timeout is None else asyncio.get_running_loop().time() + timeout
+        while True:
+            try:
+                async with asyncio.timeout_at(deadline):
+                    message = await ws.recv()
+            except TimeoutError:
+                conn.closing = conn.record.closed_by_server = True
+                sim.truth.note(conn.record, ConnectionEventKind.AUTH_TIMEOUT)
+                await ws.send(AUTH_TIMEOUT, text=True)
+                await ws.close(1000)
+                return False
+            request = _request(message)
+            action = None if request is None else request.get("action")
+            if request is None:
+                await ws.send(INVALID_JSON, text=True)
+            elif action == "auth":
+                if (
+                    request.get("params") == sim.config.api_key
+                    and not sim.faults.take_auth_reject()
+                ):
+                    sim.claim_slot(conn)
+                    await ws.send(AUTH_SUCCESS, text=True)
+                    return True
+                conn.closing = conn.record.closed_by_server = True
+                sim.truth.note(conn.record, ConnectionEventKind.AUTH_FAILED)
+                await ws.send(AUTH_FAILED, text=True)
+                ws.transport.abort()  # no close frame, as observed live
+                return False
+            elif action in ("subscribe", "unsubscribe"):
+                await ws.send(AUTH_REQUIRED, text=True)
+            else:
+                await ws.send(UNKNOWN_ACTION, text=True)
+
+    async def control(self, conn: Connection, message: str | bytes) -> None:
+        """Answer one control message after auth."""
+        request = _request(message)
+        if request is None:
+            await conn.ws.send(INVALID_JSON, text=True)
+            return
+        action, params = request.get("action"), request.get("params")
+        if action in ("subscribe", "unsubscribe") and isinstance(params, str):
+            await self._subscription(conn, action == "subscribe", params)
+        elif action == "auth":
+            await conn.ws.send(AUTH_SUCCESS, text=True)
+        else:
+            await conn.ws.send(UNKNOWN_ACTION, text=True)
+
+    async def _subscription(self, conn: Connection, subscribe: bool, params: str) -> None:
+        sim, record = self.sim, conn.record
+        channels = sim.markets[conn.role].channels
+        record.subscribe_requests += subscribe
+        changes: dict[str, tuple[str, str]] = {}
+        for item in params.split(","):
+            topic = item.strip()
+            try:
+                channel, symbol = split_topic(topic)
+            except ValueError:
+                continue
+            if channel in channels and not (subscribe and topic in record.topics):
+                changes[topic] = (channel, symbol)
+        verb = "subscribed to: " if subscribe else "unsubscribed to: "
+        acks = [status_element("success", verb + topic) for topic in changes]
+        if not subscribe:
+            self._apply(conn, changes, add=False)
+        if acks and sim.config.ack_style == "frame_per_topic":
+            for ack in acks:
+                await conn.ws.send(b"[" + ack + b"]", text=True)
+        elif acks and subscribe and sim.config.pack_status_with_data:
+            conn.pending.extend(acks)
+        elif acks:
+            await conn.ws.send(b"[" + b",".join(acks) + b"]", text=True)
+        if subscribe:
+            self._apply(conn, changes, add=True)
+        conn.wake.set()
+
+    def _apply(self, conn: Connection, changes: dict[str, tuple[str, str]], add: bool) -> None:
+        for topic, (channel, symbol) in changes.items():
+            wanted: set[Any] = conn.wildcard if symbol == "*" else conn.explicit
+            key = channel if symbol == "*" else (channel, symbol)
+            if add:
+                conn.record.topics.add(topic)
+                wanted.add(key)
+            else:
+                conn.record.topics.discard(topic)
+                wanted.discard(key)
+        if self.sim.scripts is None:
+            conn.picks = self.sim.markets[conn.role].picks(conn.wildcard, conn.explicit)
+
+    async def write_loop(self, conn: Connection) -> None:
+        try:
+            await self._stream(conn)
+        except ConnectionClosed:
+            pass
+        except Exception:
+            logger.exception("simulator writer failed on connection %d", conn.conn_id)
+            await conn.ws.close(1011, "simulator error")
+
+    async def _stream(self, conn: Connection) -> None:
+        sim, ws = self.sim, conn.ws
+        market = sim.markets[conn.role]
+        channels = market.channels
+        host_faults = sim.faults.hosts[conn.role]
+        script = None if sim.scripts is None else sim.scripts[conn.role]
+        truth, record = sim.truth, conn.record
+        epf, rate = sim.config.events_per_frame, sim.config.events_per_second
+        lag_limit, buffer_limit = sim.config.slow_consumer_lag_s, sim.config.write_limit_bytes
+        loop = asyncio.get_running_loop()
+        started, paced = -1.0, 0  # pacing schedule: start time and events sent since
+        while not conn.closing:
+            if host_faults.armed:
+                await self._take_faults(conn, host_faults)
+            ready = bool(conn.picks) if script is None else bool(script and record.topics)
+            want = epf
+            if rate > 0 and ready:
+                now = loop.time()
+                if started < 0:
+                    started, paced = now, 0
+                due = int((now - started) * rate) - paced
+                if lag_limit is not None and due > rate * lag_limit:
+                    sim.kill(conn, 1008, "", StatusKill.SLOW_CONSUMER)
+                    return
+                if due <= 0:
+                    await self._flush(conn)
+                    await conn.rest(max((paced + 1) / rate - (now - started), 0.002))
+                    continue
+                if ws.transport.get_write_buffer_size() >= buffer_limit:
+                    await conn.rest(0.005)  # a slow reader: fall behind (and maybe get cut)
+                    continue
+                want = min(due, epf)
+            n = sim.take_budget(want) if ready else 0
+            if n == 0:
+                started = -1.0
+                if not await self._flush(conn):
+                    await conn.rest(None)
+                continue
+            parts, conn.pending = conn.pending, []
+            counts = [0] * len(channels)
+            latest: Latest | None = [] if truth.track_latest else None
+            if script is None:
+                events: list[Event] = []
+                self._fill(conn, n, epf, events, counts)
+                body = _encode(events)
+                parts.append(body[1:-1])
+                if latest is not None:
+                    latest.extend(_wire(event) for event in events)
+            else:
+                taken = self._from_script(conn, script, n, parts, counts, latest)
+                sim.refund_budget(n - taken)
+                if not parts:
+                    continue
+            frame = body if len(parts) == 1 and script is None else b"[" + b",".join(parts) + b"]"
+            delivered = sum(counts)
+            try:
+                await ws.send(frame, text=True)
+            except ConnectionClosed:
+                sim.refund_budget(delivered)
+                raise
+            if delivered:
+                truth.delivered(record, channels, counts, len(frame), latest)
+            paced += delivered
+            await asyncio.sleep(0)  # send() does not yield while the socket takes data
+
+    @staticmethod
+    def _from_script(
+        conn: Connection,
+        script: deque[ScriptedEvent],
+        n: int,
+        parts: list[bytes],
+        counts: list[int],
+        latest: Latest | None,
+    ) -> int:
+        """Move up to ``n`` scripted events this connection wants into ``parts``."""
+        channels, taken = conn.record.counts, 0
+        while taken < n and script:
+            event = script.popleft()
+            if conn.wants(event.channel, event.symbol):
+                parts.append(event.raw)
+                counts[list(channels).index(event.channel)] += 1
+                taken += 1
+                if latest is not None:
+                    latest.append((event.channel, event.symbol, event.time, event.raw))
+        return taken
+
+    def _fill(
+        self, conn: Connection, n: int, epf: int, events: list[Event], counts: list[int]
+    ) -> None:
+        """``n`` synthetic events (one of them stale if armed), more when oversize is armed."""
+        market = self.sim.markets[conn.role]
+        now_ms = int(time.time() * 1000)
+        if conn.stale:
+            stale = market.stale(conn.picks)
+            if stale is not None:
+                conn.stale -= 1
+                counts[stale[0]] += 1
+                events.append(stale[1])
+                n -= 1
+        market.fill(conn.picks, n, now_ms, events, counts)
+        if conn.oversize:
+            target, size = conn.oversize.pop(0), len(_encode(events))
+            while size < target:
+                per_event = max(1.0, size / max(1, len(events)))
+                extra = self.sim.take_budget(int((target - size) / per_event) + 1)
+                if not extra:
+                    break
+                chunk: list[Event] = []
+                market.fill(conn.picks, extra, now_ms, chunk, counts)
+                events.extend(chunk)
+                size += len(_encode(chunk)) - 1
+
+    async def _take_faults(self, conn: Connection, faults: HostFaults) -> None:
+        while faults.garbage:
+            kind = faults.garbage.popleft()
+            conn.record.garbage += 1
+            if kind.whole_frame:
+                await conn.ws.send(GARBAGE[kind][0], text=True)
+            else:
+                conn.pending.extend(GARBAGE[kind])
+        conn.oversize.extend(faults.oversize)
+        faults.oversize.clear()
+        conn.stale += faults.out_of_order
+        faults.out_of_order = 0
+        faults.rearm()
+
+    async def _flush(self, conn: Connection) -> bool:
+        """Send pending statuses or garbage on their own; ``True`` if anything was sent."""
+        if not conn.pending:
+            return False
+        parts, conn.pending = conn.pending, []
+        await conn.ws.send(b"[" + b",".join(parts) + b"]", text=True)
+        return True
+
+
+def _wire(event: Event) -> tuple[str, str, int, bytes]:
+    return event_channel(event), event.sym, event_time(event), _encode(event)
+
+
+def _request(message: str | bytes) -> dict[str, Any] | None:
+    """A client control message as a dict, or ``None`` if it is not a JSON object."""
+    try:
+        value = _decode(message)
+    except msgspec.DecodeError:
+        return None
+    return value if isinstance(value, dict) else None
