@@ -42,8 +42,8 @@ from typing import Any
 from polygon_adapters.s3_markers import FolderMarkers
 from polygon_adapters.s3_objects import ArchiveObject, ObjectUploader
 from polygon_adapters.s3_recovery import RecoveryReport, recover_archive
-from polygon_adapters.s3_stats import ArchiveStats, DropLog
-from polygon_adapters.s3_upload import S3Requests, S3RetryPolicy
+from polygon_adapters.s3_stats import AppendCounts, ArchiveStats, DropLog
+from polygon_adapters.s3_upload import S3Requests, S3RetryPolicy, open_s3_client
 from polygon_core.events import Channel
 from polygon_core.ports import Clock
 from polygon_core.rotation import RotationPolicy, SeqCounter, Window, marker_key, object_key
@@ -55,12 +55,23 @@ __all__ = [
     "RecoveryReport",
     "S3MultipartArchive",
     "S3RetryPolicy",
+    "open_s3_client",
 ]
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_MAX_BUFFER_BYTES = 256 * 1024 * 1024
 DEFAULT_CLOSE_TIMEOUT_S = 90.0
+
+
+class _Lane(AppendCounts):
+    """One channel on the append path: its open object and its totals (one dict lookup)."""
+
+    __slots__ = ("obj",)
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.obj: ArchiveObject | None = None
 
 
 class S3MultipartArchive:
@@ -106,13 +117,15 @@ class S3MultipartArchive:
         self._hostname = hostname
         self._policy = policy
         self._clock = clock
-        self._budget = max_buffer_bytes
+        self._limit = max_buffer_bytes
+        self._max_object = policy.max_object_bytes
         self._part_size = policy.part_size_bytes
         self._retry = retry or S3RetryPolicy()
         self._close_timeout_s = close_timeout_s
         self._tick_s = tick_s
         self._lookback_hours = recovery_lookback_hours
-        self.stats = ArchiveStats()
+        self._lanes = {c: _Lane() for c in Channel}
+        self.stats = ArchiveStats(appended=self._lanes)
         self._drops = DropLog(self.stats, max_buffer_bytes, drop_quiet_s)
         self._requests = S3Requests(self._retry, on_retry=self._on_retry, rng=rng)
         self._markers = FolderMarkers(client, bucket, hostname, self._requests, enabled=use_marker)
@@ -127,7 +140,6 @@ class S3MultipartArchive:
             detach=self._detach,
         )
         self._seq = SeqCounter()
-        self._open: dict[Channel, ArchiveObject] = {}
         self._last_window: dict[Channel, Window] = {}
         self._starting: list[ArchiveObject] = []
         self._tasks: set[asyncio.Task[None]] = set()
@@ -145,28 +157,36 @@ class S3MultipartArchive:
             line += b"\n"
         n = len(line)
         stats = self.stats
-        if self._closing or stats.bytes_buffered + n > self._budget:
-            why = "appended after close" if self._closing else "memory budget full"
-            self._drops.dropped(channel, n, self._clock.monotonic_s(), stats.bytes_buffered, why)
+        buffered = stats.bytes_buffered + n
+        if buffered > self._limit:  # the budget; -1 once closing
+            self._refuse(channel, n)
             return
-        obj = self._open.get(channel)
+        lane = self._lanes[channel]
+        obj = lane.obj
         if (
             obj is None
-            or ingest_ms >= obj.window.end_ms
-            or self._policy.should_rotate(obj.size_bytes, n)
+            or ingest_ms >= obj.end_ms
+            or (obj.size_bytes + n > self._max_object and obj.size_bytes)  # should_rotate
         ):
-            obj = self._roll(channel, obj, ingest_ms)
+            obj = self._roll(lane, channel, obj, ingest_ms)
         obj.buffer += line
         obj.size_bytes += n
         obj.lines += 1
-        stats.bytes_buffered += n
+        lane.lines += 1
+        lane.bytes += n
+        stats.bytes_buffered = buffered
         stats.lines_buffered += 1
-        stats.lines_appended[channel] += 1
-        stats.bytes_appended[channel] += n
         if len(obj.buffer) >= self._part_size:
             obj.cut(self._part_size, final=False)
 
-    def _roll(self, channel: Channel, obj: ArchiveObject | None, ingest_ms: int) -> ArchiveObject:
+    def _refuse(self, channel: Channel, n: int) -> None:
+        why = "appended after close" if self._closing else "memory budget full"
+        held = self.stats.bytes_buffered
+        self._drops.dropped(channel, n, self._clock.monotonic_s(), held, why)
+
+    def _roll(
+        self, lane: _Lane, channel: Channel, obj: ArchiveObject | None, ingest_ms: int
+    ) -> ArchiveObject:
         window = self._policy.window_for(ingest_ms)
         if obj is not None:
             self._close(obj)
@@ -180,7 +200,7 @@ class S3MultipartArchive:
         marker = marker_key(self._prefix, channel, window)
         clock = self._clock
         new = ArchiveObject(channel, window, seq, key, marker, clock.time_ms(), clock.monotonic_s())
-        self._open[channel] = new
+        lane.obj = new
         self._last_window[channel] = window
         self._starting.append(new)
         self.stats.objects_opened += 1
@@ -189,9 +209,13 @@ class S3MultipartArchive:
         self._wake.set()
         return new
 
+    def _open_objects(self) -> list[ArchiveObject]:
+        return [lane.obj for lane in self._lanes.values() if lane.obj is not None]
+
     def _detach(self, obj: ArchiveObject) -> None:
-        if self._open.get(obj.channel) is obj:
-            del self._open[obj.channel]
+        lane = self._lanes[obj.channel]
+        if lane.obj is obj:
+            lane.obj = None
 
     def _close(self, obj: ArchiveObject) -> None:
         """No more lines for ``obj``: cut the rest as its last part and let it complete."""
@@ -222,7 +246,7 @@ class S3MultipartArchive:
                 return
             now_ms = clock.time_ms()
             timeout = self._tick_s
-            for obj in list(self._open.values()):
+            for obj in self._open_objects():
                 if now_ms >= obj.window.end_ms:
                     logger.debug("S3 archive: window of %s ended", obj.key)
                     self._close(obj)
@@ -301,8 +325,9 @@ class S3MultipartArchive:
             return
         self._closed = True
         self._closing = True
+        self._limit = -1
         deadline = self._close_timeout_s if timeout_s is None else timeout_s
-        for obj in list(self._open.values()):
+        for obj in self._open_objects():
             self._close(obj)
         self._spawn()
         self._wake.set()

@@ -49,7 +49,7 @@ class ArchiveObject:
     """One object of one (channel, window): its buffer, parts and upload state."""
 
     __slots__ = (
-        "channel", "window", "seq", "key", "marker", "opened_ms", "opened_s", "buffer",
+        "channel", "window", "end_ms", "seq", "key", "marker", "opened_ms", "opened_s", "buffer",
         "size_bytes", "lines", "uploaded_bytes", "uploaded_lines", "ready", "next_part",
         "etags", "in_flight", "upload_id", "closing", "done", "error", "wake",
     )  # fmt: skip
@@ -66,6 +66,7 @@ class ArchiveObject:
     ) -> None:
         self.channel = channel
         self.window = window
+        self.end_ms = window.end_ms
         self.seq = seq
         self.key = key
         self.marker = marker

@@ -4,13 +4,28 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from polygon_core.events import Channel
 
-__all__ = ["ArchiveStats", "DropLog"]
+__all__ = ["AppendCounts", "ArchiveStats", "DropLog"]
 
 logger = logging.getLogger("polygon_adapters.s3_archive")
+
+
+class AppendCounts:
+    """Lines and bytes appended to one channel (kept by the append path itself)."""
+
+    __slots__ = ("lines", "bytes")
+
+    def __init__(self) -> None:
+        self.lines = 0
+        self.bytes = 0
+
+
+def _per_channel() -> Mapping[Channel, AppendCounts]:
+    return {c: AppendCounts() for c in Channel}
 
 
 @dataclass(slots=True)
@@ -22,8 +37,8 @@ class ArchiveStats:
     ``dropping``. Everything else is a running total.
     """
 
-    lines_appended: Counter[Channel] = field(default_factory=Counter)
-    bytes_appended: Counter[Channel] = field(default_factory=Counter)
+    appended: Mapping[Channel, AppendCounts] = field(default_factory=_per_channel)
+    """Per channel; read it through ``lines_appended`` and ``bytes_appended``."""
     dropped_lines: Counter[Channel] = field(default_factory=Counter)
     """Lines refused by ``append`` (memory budget full, or appended after ``aclose``)."""
     dropped_bytes: Counter[Channel] = field(default_factory=Counter)
@@ -49,6 +64,14 @@ class ArchiveStats:
     dropping: bool = False
 
     @property
+    def lines_appended(self) -> Counter[Channel]:
+        return Counter({c: a.lines for c, a in self.appended.items() if a.lines})
+
+    @property
+    def bytes_appended(self) -> Counter[Channel]:
+        return Counter({c: a.bytes for c, a in self.appended.items() if a.bytes})
+
+    @property
     def dropped_lines_total(self) -> int:
         return sum(self.dropped_lines.values())
 
@@ -59,7 +82,12 @@ class ArchiveStats:
     def snapshot(self) -> dict[str, int | bool | dict[str, int]]:
         """A plain dict for health logs and metrics exporters."""
         out: dict[str, int | bool | dict[str, int]] = {}
-        for name in self.__slots__:
+        names = (
+            "lines_appended",
+            "bytes_appended",
+            *(n for n in self.__slots__ if n != "appended"),
+        )
+        for name in names:
             value = getattr(self, name)
             out[name] = (
                 {str(k): v for k, v in value.items()} if isinstance(value, Counter) else value

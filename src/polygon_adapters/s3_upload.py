@@ -31,7 +31,11 @@ import aiohttp
 # aiobotocore and botocore ship no type information: their names are ``Any`` here.
 from aiobotocore.config import AioConfig  # type: ignore[import-untyped]
 from aiobotocore.session import AioSession, get_session  # type: ignore[import-untyped]
-from botocore.exceptions import BotoCoreError, ClientError  # type: ignore[import-untyped]
+from botocore.exceptions import (  # type: ignore[import-untyped]
+    BotoCoreError,
+    ClientError,
+    ParamValidationError,
+)
 
 from polygon_core.backoff import backoff_delays
 from polygon_core.errors import ArchiveError
@@ -118,7 +122,7 @@ def error_code(exc: BaseException) -> str | None:
 
 def is_permanent(exc: BaseException) -> bool:
     """True when retrying the same request cannot succeed (see the module docstring)."""
-    return error_code(exc) in _PERMANENT_CODES
+    return isinstance(exc, ParamValidationError) or error_code(exc) in _PERMANENT_CODES
 
 
 def describe(exc: BaseException) -> str:
