@@ -29,9 +29,9 @@ from typing import Any, TypeVar
 import aiohttp
 
 # aiobotocore and botocore ship no type information: their names are ``Any`` here.
-from aiobotocore.config import AioConfig  # type: ignore[import-untyped]
-from aiobotocore.session import AioSession, get_session  # type: ignore[import-untyped]
-from botocore.exceptions import (  # type: ignore[import-untyped]
+from aiobotocore.config import AioConfig
+from aiobotocore.session import AioSession, get_session
+from botocore.exceptions import (
     BotoCoreError,
     ClientError,
     ParamValidationError,

@@ -316,6 +316,7 @@ def load_settings(environ: Mapping[str, str], dotenv: Path | None = None) -> Set
     region = r.raw("AWS_REGION") or r.raw("AWS_DEFAULT_REGION") or ""
     part_size = r.integer("S3_PART_SIZE_BYTES", 16 * 1024 * 1024, 5 * 1024 * 1024)
     max_object = r.integer("S3_MAX_OBJECT_BYTES", 512_000_000, 1)
+    buffer_budget = r.integer("S3_MAX_BUFFER_BYTES", 256 * 1024 * 1024, 1024 * 1024)
     if s3_enabled:
         if not s3_bucket:
             r.problems["S3_BUCKET"] = "is required when S3_ENABLED=true"
@@ -323,9 +324,16 @@ def load_settings(environ: Mapping[str, str], dotenv: Path | None = None) -> Set
             r.problems["AWS_REGION"] = "is required when S3_ENABLED=true"
         if "S3_PART_SIZE_BYTES" not in r.problems and "S3_MAX_OBJECT_BYTES" not in r.problems:
             try:
-                effective_part_size(part_size, max_object)
+                effective = effective_part_size(part_size, max_object)
             except ValueError as exc:
                 r.problems["S3_MAX_OBJECT_BYTES"] = str(exc)
+            else:
+                smallest = min(effective, max_object)
+                if buffer_budget < smallest:
+                    r.problems["S3_MAX_BUFFER_BYTES"] = (
+                        f"must be at least one part or object ({smallest} bytes) so that "
+                        "anything can be uploaded"
+                    )
 
     settings = Settings(
         polygon_api_key=api_key,
@@ -355,7 +363,7 @@ def load_settings(environ: Mapping[str, str], dotenv: Path | None = None) -> Set
         s3_max_object_bytes=max_object,
         s3_part_size_bytes=part_size,
         s3_use_marker=r.flag("S3_USE_MARKER", True),
-        s3_max_buffer_bytes=r.integer("S3_MAX_BUFFER_BYTES", 256 * 1024 * 1024, 1024 * 1024),
+        s3_max_buffer_bytes=buffer_budget,
         health_port=r.integer("HEALTH_PORT", 8080, 0, 65535),
         log_format=r.parse("LOG_FORMAT", "json", _log_format),
         log_level=r.parse("LOG_LEVEL", "INFO", _log_level),

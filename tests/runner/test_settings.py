@@ -128,6 +128,11 @@ def test_s3_settings() -> None:
         }
     )
     assert s.s3_prefix == "polygon/raw" and s.archive_backend == "s3"
+    with pytest.raises(SettingsError, match="S3_MAX_BUFFER_BYTES"):
+        load_settings(
+            {**BASE, "S3_ENABLED": "true", "S3_BUCKET": "b", "AWS_REGION": "r",
+             "S3_MAX_BUFFER_BYTES": str(8 * 1024 * 1024)}
+        )  # fmt: skip
     with pytest.raises(SettingsError, match="S3_PART_SIZE_BYTES"):
         load_settings({**BASE, "S3_PART_SIZE_BYTES": "1000"})
 
