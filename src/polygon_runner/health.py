@@ -27,17 +27,11 @@ __all__ = ["HealthReport", "HealthServer", "Metrics", "MetricsCollector"]
 STORE_STALE_S = 60.0
 
 
-def _plain(value: Any) -> Any:
-    """Counters, slotted stats objects and dicts as JSON-friendly values."""
-    if isinstance(value, dict):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_plain(v) for v in value]
-    if hasattr(value, "__slots__") and not isinstance(value, str | int | float):
-        return {name: _plain(getattr(value, name)) for name in value.__slots__}
-    if hasattr(value, "__dict__") and not isinstance(value, type):
-        return {k: _plain(v) for k, v in vars(value).items() if not k.startswith("_")}
-    return value
+def archive_figures(archive: Any) -> dict[str, Any]:
+    """The archive's ``stats.snapshot()`` (empty without an archive)."""
+    stats = getattr(archive, "stats", None)
+    snapshot = getattr(stats, "snapshot", None)
+    return dict(snapshot()) if callable(snapshot) else {}
 
 
 class HealthReport:
@@ -119,7 +113,7 @@ class HealthReport:
             item["events_per_s"] = round(sum(item["events_since_last"].values()) / elapsed, 1)
             self._last_events, self._last_time = events, now
         if self.archive is not None:
-            item["archive"] = _plain(getattr(self.archive, "stats", {}))
+            item["archive"] = archive_figures(self.archive)
         return item
 
     def summary_line(self) -> str:
