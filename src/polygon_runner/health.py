@@ -173,11 +173,17 @@ class MetricsCollector(Collector):
         yield reconnects
         yield frames
         if r.archive is not None:
-            stats = _plain(getattr(r.archive, "stats", {}))
-            for name, value in stats.items() if isinstance(stats, dict) else ():
-                if isinstance(value, int | float) and not isinstance(value, bool):
+            for name, value in archive_figures(r.archive).items():
+                if isinstance(value, dict):
+                    family = GaugeMetricFamily(
+                        f"polygon_archive_{name}", f"Archive {name}", labels=["channel"]
+                    )
+                    for channel, count in value.items():
+                        family.add_metric([channel], count)
+                    yield family
+                elif isinstance(value, int | float):
                     yield GaugeMetricFamily(
-                        f"polygon_archive_{name}", f"Archive {name}", value=value
+                        f"polygon_archive_{name}", f"Archive {name}", value=float(value)
                     )
 
 
