@@ -29,7 +29,7 @@ from polygon_core.keys import KEY_PREFIXES, TtlPolicy
 from polygon_core.mappers import to_latest_value
 from polygon_core.timestamps import iso_ms
 from polygon_runner.check_redis import check_store
-from polygon_runner.container import Container, open_store
+from polygon_runner.container import Container, store_for
 from polygon_runner.logs import configure_logging
 from polygon_runner.service import Service
 from polygon_runner.settings import Settings, SettingsError, load_settings, load_store_settings
@@ -81,8 +81,11 @@ async def _check_redis() -> int:
         print(exc, file=sys.stderr)
         return 2
     try:
-        async with open_store(url, token) as store:
+        store = store_for(url, token)
+        try:
             ok, message = await check_store(store, redact_url(url))
+        finally:
+            await store.aclose()
     except (ValueError, PolygonIngestError) as exc:
         ok, message = False, f"FAILED: {redact_url(url)}: {exc}"
     print(message, file=sys.stdout if ok else sys.stderr)

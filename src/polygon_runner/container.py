@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import random
 from collections.abc import AsyncIterator
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
 
 from dependency_injector import containers, providers
 
@@ -21,6 +20,7 @@ from polygon_adapters.s3_upload import open_s3_client
 from polygon_adapters.upstash_store import UpstashLatestStore
 from polygon_core.backoff import ReconnectPolicy
 from polygon_core.ingest import Ingest
+from polygon_core.ports import LatestStore
 from polygon_core.rotation import RotationPolicy
 from polygon_core.subscriptions import FeedRole
 from polygon_runner.check_redis import ReadableStore
@@ -28,31 +28,24 @@ from polygon_runner.health import HealthReport, HealthServer, Metrics
 from polygon_runner.service import Service
 from polygon_runner.settings import Settings, store_backend
 
-__all__ = ["Container", "open_store"]
+__all__ = ["Container", "store_for"]
 
 
-async def redis_store(url: str) -> AsyncIterator[RedisLatestStore]:
-    store = RedisLatestStore.from_url(url)
+async def opened(store: LatestStore) -> AsyncIterator[LatestStore]:
+    """Hand out the selected store and close it at shutdown."""
     try:
         yield store
     finally:
         await store.aclose()
 
 
-async def upstash_store(url: str, token: str) -> AsyncIterator[UpstashLatestStore]:
-    store = UpstashLatestStore(url, token)
-    try:
-        yield store
-    finally:
-        await store.aclose()
-
-
-async def memory_store() -> AsyncIterator[InMemoryLatestStore]:
-    yield InMemoryLatestStore()
-
-
-async def s3_archive(settings: Settings, clock: SystemClock) -> AsyncIterator[S3MultipartArchive]:
-    """The S3 archive (only built when S3_ENABLED=true): recover, run, complete on close."""
+async def s3_archive(
+    settings: Settings, clock: SystemClock
+) -> AsyncIterator[S3MultipartArchive | None]:
+    """The S3 archive when S3_ENABLED=true (recover, run, complete on close), else None."""
+    if not settings.s3_enabled:
+        yield None
+        return
     async with open_s3_client(settings.aws_region, settings.s3_endpoint_url) as client:
         archive = S3MultipartArchive(
             client,
@@ -76,14 +69,14 @@ async def s3_archive(settings: Settings, clock: SystemClock) -> AsyncIterator[S3
             await archive.aclose()
 
 
-def open_store(url: str, token: str) -> AbstractAsyncContextManager[ReadableStore]:
-    """The store ``url`` selects, as an async context manager (for ``check-redis``)."""
+def store_for(url: str, token: str) -> ReadableStore:
+    """The store ``url`` selects by scheme (also used by ``check-redis``)."""
     backend = store_backend(url)
     if backend == "upstash":
-        return asynccontextmanager(upstash_store)(url, token)
+        return UpstashLatestStore(url, token)
     if backend == "memory":
-        return asynccontextmanager(memory_store)()
-    return asynccontextmanager(redis_store)(url)
+        return InMemoryLatestStore()
+    return RedisLatestStore.from_url(url)
 
 
 async def health_server(
@@ -131,19 +124,16 @@ class Container(containers.DeclarativeContainer):
     scheduler = providers.Singleton(AsyncioScheduler)
     metrics = providers.Singleton(Metrics)
 
-    store = providers.Selector(
+    store_backend = providers.Selector(
         settings.provided.store_backend,
-        redis=providers.Resource(redis_store, settings.provided.redis_url),
-        upstash=providers.Resource(
-            upstash_store, settings.provided.redis_url, settings.provided.redis_token
+        redis=providers.Factory(RedisLatestStore.from_url, settings.provided.redis_url),
+        upstash=providers.Factory(
+            UpstashLatestStore, settings.provided.redis_url, settings.provided.redis_token
         ),
-        memory=providers.Resource(memory_store),
+        memory=providers.Factory(InMemoryLatestStore),
     )
-    archive = providers.Selector(
-        settings.provided.archive_backend,
-        s3=providers.Resource(s3_archive, settings, clock),
-        none=providers.Object(None),
-    )
+    store = providers.Resource(opened, store_backend)
+    archive = providers.Resource(s3_archive, settings, clock)
     ingest = providers.Singleton(
         Ingest,
         store=store,

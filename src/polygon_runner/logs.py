@@ -13,7 +13,7 @@ import sys
 import time
 from collections.abc import Iterable
 
-__all__ = ["JsonFormatter", "SecretFilter", "configure_logging"]
+__all__ = ["JsonFormatter", "SecretFilter", "TextFormatter", "configure_logging"]
 
 # Attributes every LogRecord has; anything else was passed with ``extra=`` and is emitted.
 _STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime"}
@@ -63,6 +63,20 @@ class JsonFormatter(logging.Formatter):
         elif record.exc_text:
             item["exc"] = record.exc_text
         return json.dumps(item, default=str, separators=(",", ":"))
+
+
+class TextFormatter(logging.Formatter):
+    """Human-readable lines; ``extra`` fields follow as compact JSON."""
+
+    def __init__(self) -> None:
+        super().__init__("%(asctime)s %(levelname)-7s %(name)s: %(message)s")
+
+    def format(self, record: logging.LogRecord) -> str:
+        line = super().format(record)
+        extras = {k: v for k, v in vars(record).items() if k not in _STANDARD and k[0] != "_"}
+        if extras:
+            line += " " + json.dumps(extras, default=str, separators=(",", ":"))
+        return line
 
 
 def configure_logging(level: str, fmt: str, secrets: Iterable[str] = ()) -> None:
