@@ -1,8 +1,8 @@
 """``python -m polygon_runner`` / ``polygon-sink``: the service's command line.
 
-The service itself (``run``), the Redis check, the simulator and the live demo are being
-assembled (see the open issues); ``demo`` currently shows the pure core at work on a few
-sample frames: decode, latest-wins conflation, records and archive lines.
+Subcommands: ``run`` (the default: the service, configured by the environment),
+``check-redis``, ``demo`` (everything on one machine with a live view), ``simulate`` (the
+local Polygon simulator) and ``athena-ddl``.
 """
 
 from __future__ import annotations
@@ -14,20 +14,14 @@ import logging
 import os
 import signal
 import sys
-import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 from polygon_adapters.redis_store import redact_url
-from polygon_core.codec import archive_line, decode_frame
-from polygon_core.conflation import ConflationBuffer
 from polygon_core.errors import PolygonIngestError
-from polygon_core.events import MarketEvent, event_time
-from polygon_core.keys import KEY_PREFIXES, TtlPolicy
-from polygon_core.mappers import to_latest_value
-from polygon_core.timestamps import iso_ms
+from polygon_runner import demo, simulator
 from polygon_runner.check_redis import check_store
 from polygon_runner.container import Container, store_for
 from polygon_runner.logs import configure_logging
@@ -35,43 +29,6 @@ from polygon_runner.service import Service
 from polygon_runner.settings import Settings, SettingsError, load_settings, load_store_settings
 
 logger = logging.getLogger("polygon_runner")
-
-SAMPLE_FRAMES = (
-    b'[{"ev":"status","status":"connected","message":"Connected Successfully"}]',
-    b'[{"ev":"T","sym":"AAPL","p":192.34,"s":100,"t":1715097600000,"c":[12]},'
-    b'{"ev":"Q","sym":"BRK.B","bp":412,"bs":2,"ap":412.1,"as":3,"t":1715097600001}]',
-    b'[{"ev":"T","sym":"AAPL","p":192.35,"s":50,"t":1715097600005},'
-    b'{"ev":"T","sym":"AAPL","p":191.00,"s":10,"t":1715097599000},'
-    b'{"ev":"FMV","sym":"AMpB","fmv":24.51,"t":1715097600002},'
-    b'{"ev":"LULD","T":"MSFT"},{"ev":"Q","sym":"MSFT","bp":"oops"}]',
-    b"garbage, not JSON",
-    b'[{"ev":"AM","sym":"AAPL","v":21834,"vw":192.1,"o":191.9,"c":192.3,"h":192.7,"l":191.8,'
-    b'"s":1715097600000,"e":1715097660000,"a":150.2}]',
-)
-
-
-def _core_demo() -> int:
-    buffer: ConflationBuffer[MarketEvent] = ConflationBuffer()
-    now_ms = int(time.time() * 1000)
-    stamp = iso_ms(now_ms).encode()
-    print("polygon-sink core demo (the full service demo arrives with the runner)\n")
-    for data in SAMPLE_FRAMES:
-        frame = decode_frame(data, keep_raw=True)
-        print(f"frame {data[:60]!r}...")
-        for status in frame.statuses:
-            print(f"  status   {status.status}: {status.message}")
-        for reject in frame.rejects:
-            print(f"  reject   {reject.reason}: {reject.detail}")
-        for channel, symbol, raw in frame.archive:
-            print(f"  archive  {archive_line(channel, symbol, stamp, raw).decode().rstrip()}")
-        for event in frame.events:
-            buffer.offer(KEY_PREFIXES[event.channel] + event.symbol, event_time(event), event)
-    print(f"\nlate events dropped: {buffer.late_dropped}, writes saved: {buffer.superseded}")
-    print("records a flush would write now:")
-    for _key, _t, event in buffer.drain():
-        value = to_latest_value(event, iso_ms(now_ms), TtlPolicy())
-        print(f"  SET {value.key} {value.value.decode()} EX {value.ttl_s}")
-    return 0
 
 
 async def _check_redis() -> int:
@@ -143,18 +100,27 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     sub = parser.add_subparsers(dest="command")
     sub.add_parser("run", help="run the service (the default): settings from the environment")
-    sub.add_parser("demo", help="show the pipeline on local defaults (no account, no cloud)")
+    sub.add_parser(
+        "demo",
+        help="run everything locally: simulator + redis-server + the service, with a live view",
+        add_help=False,
+    )
+    sub.add_parser("simulate", help="run the local Polygon simulator", add_help=False)
     sub.add_parser(
         "check-redis",
         help="write stock:test (TTL 60 s) to REDIS_URL (and REDIS_TOKEN) and read it back",
     )
-    args = parser.parse_args(argv)
+    args, rest = parser.parse_known_args(argv)
+    if args.command == "demo":
+        return demo.main(rest)
+    if args.command == "simulate":
+        return simulator.main(rest)
+    if rest:
+        parser.error(f"unrecognized arguments: {' '.join(rest)}")
     if args.command == "check-redis":
         return asyncio.run(_check_redis())
     if args.command in (None, "run"):
         return _run()
-    if args.command == "demo":
-        return _core_demo()
     parser.error(f"unknown command {args.command}")
     return 2
 

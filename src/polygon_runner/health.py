@@ -25,6 +25,7 @@ from polygon_core.timestamps import to_epoch_ms
 __all__ = ["HealthReport", "HealthServer", "Metrics", "MetricsCollector"]
 
 STORE_STALE_S = 60.0
+AM_BAR_MS = 60_000
 
 
 def archive_figures(archive: Any) -> dict[str, Any]:
@@ -48,13 +49,21 @@ class HealthReport:
         self._last_time = time.monotonic()
 
     def lag_ms(self) -> dict[str, float | None]:
-        """Now minus the newest event time, per channel (ms; ``None`` before any event)."""
+        """Now minus the newest event time, per channel (ms; ``None`` before any event).
+
+        For ``AM`` the event time is the bar's start, so its lag is taken from the bar's
+        end (start + 60 s): a bar cannot be sent before its minute is over.
+        """
         now = self._clock.time_ms()
         newest = self.ingest.newest_event_time
-        return {
-            c.value: (round(now - to_epoch_ms(newest[c]), 1) if c in newest else None)
-            for c in Channel
-        }
+        lags: dict[str, float | None] = {}
+        for c in Channel:
+            if c not in newest:
+                lags[c.value] = None
+                continue
+            t = to_epoch_ms(newest[c]) + (AM_BAR_MS if c is Channel.AM else 0)
+            lags[c.value] = round(now - t, 1)
+        return lags
 
     def store_ok(self) -> tuple[bool, str]:
         stats = self.ingest.stats

@@ -251,7 +251,7 @@ class Streamer:
                     await self._flush(conn)
                     await conn.rest(max((paced + 1) / rate - (now - started), 0.002))
                     continue
-                if ws.transport.get_write_buffer_size() >= buffer_limit:
+                if ws.transport.get_write_buffer_size() >= buffer_limit // 2:
                     await conn.rest(0.005)  # a slow reader: fall behind (and maybe get cut)
                     continue
                 want = min(due, epf)
