@@ -21,49 +21,36 @@ import time
 from collections import deque
 from typing import TYPE_CHECKING, Any
 
-import msgspec
 from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed
 
 from polygon_core.subscriptions import FeedRole, split_topic
 from polygon_runner.sim_config import ScriptedEvent
-from polygon_runner.sim_faults import GARBAGE, HostFaults, StatusKill
-from polygon_runner.sim_market import Event, Pick, event_channel, event_time
+from polygon_runner.sim_faults import HostFaults, StatusKill
+from polygon_runner.sim_market import Pick
 from polygon_runner.sim_truth import ConnectionEventKind, ConnectionTruth, Latest, Truth
+from polygon_runner.sim_wire import (
+    AUTH_FAILED,
+    AUTH_REQUIRED,
+    AUTH_SUCCESS,
+    AUTH_TIMEOUT,
+    GARBAGE,
+    INVALID_JSON,
+    UNKNOWN_ACTION,
+    Event,
+    encode,
+    parse_request,
+    status_element,
+    status_frame,
+    wire_tuple,
+)
 
 if TYPE_CHECKING:
     from polygon_runner.simulator import PolygonSimulator
 
-__all__ = ["Connection", "Streamer", "status_element", "status_frame"]
+__all__ = ["Connection", "Streamer"]
 
 logger = logging.getLogger(__name__)
-
-
-class _Status(msgspec.Struct):
-    ev: str
-    status: str
-    message: str
-
-
-_encode = msgspec.json.Encoder().encode
-_decode = msgspec.json.Decoder().decode
-
-
-def status_element(status: str, message: str) -> bytes:
-    """``{"ev":"status","status":...,"message":...}``"""
-    return _encode(_Status("status", status, message))
-
-
-def status_frame(status: str, message: str) -> bytes:
-    return b"[" + status_element(status, message) + b"]"
-
-
-AUTH_SUCCESS = status_frame("auth_success", "authenticated")
-AUTH_FAILED = status_frame("auth_failed", "authentication failed")
-AUTH_TIMEOUT = status_frame("auth_timeout", "No authentication request received.")
-AUTH_REQUIRED = status_frame("auth_required", "authentication required")
-INVALID_JSON = status_frame("error", "Invalid JSON")
-UNKNOWN_ACTION = status_frame("error", "unknown action")
 
 
 class Connection:
@@ -137,7 +124,7 @@ class Streamer:
                 await ws.send(AUTH_TIMEOUT, text=True)
                 await ws.close(1000)
                 return False
-            request = _request(message)
+            request = parse_request(message)
             action = None if request is None else request.get("action")
             if request is None:
                 await ws.send(INVALID_JSON, text=True)
@@ -161,7 +148,7 @@ class Streamer:
 
     async def control(self, conn: Connection, message: str | bytes) -> None:
         """Answer one control message after auth."""
-        request = _request(message)
+        request = parse_request(message)
         if request is None:
             await conn.ws.send(INVALID_JSON, text=True)
             return
@@ -267,10 +254,10 @@ class Streamer:
             if script is None:
                 events: list[Event] = []
                 self._fill(conn, n, epf, events, counts)
-                body = _encode(events)
+                body = encode(events)
                 parts.append(body[1:-1])
                 if latest is not None:
-                    latest.extend(_wire(event) for event in events)
+                    latest.extend(wire_tuple(event) for event in events)
             else:
                 taken = self._from_script(conn, script, n, parts, counts, latest)
                 sim.refund_budget(n - taken)
@@ -324,7 +311,7 @@ class Streamer:
                 n -= 1
         market.fill(conn.picks, n, now_ms, events, counts)
         if conn.oversize:
-            target, size = conn.oversize.pop(0), len(_encode(events))
+            target, size = conn.oversize.pop(0), len(encode(events))
             while size < target:
                 per_event = max(1.0, size / max(1, len(events)))
                 extra = self.sim.take_budget(int((target - size) / per_event) + 1)
@@ -333,7 +320,7 @@ class Streamer:
                 chunk: list[Event] = []
                 market.fill(conn.picks, extra, now_ms, chunk, counts)
                 events.extend(chunk)
-                size += len(_encode(chunk)) - 1
+                size += len(encode(chunk)) - 1
 
     async def _take_faults(self, conn: Connection, faults: HostFaults) -> None:
         while faults.garbage:
@@ -356,16 +343,3 @@ class Streamer:
         parts, conn.pending = conn.pending, []
         await conn.ws.send(b"[" + b",".join(parts) + b"]", text=True)
         return True
-
-
-def _wire(event: Event) -> tuple[str, str, int, bytes]:
-    return event_channel(event), event.sym, event_time(event), _encode(event)
-
-
-def _request(message: str | bytes) -> dict[str, Any] | None:
-    """A client control message as a dict, or ``None`` if it is not a JSON object."""
-    try:
-        value = _decode(message)
-    except msgspec.DecodeError:
-        return None
-    return value if isinstance(value, dict) else None

@@ -20,7 +20,7 @@ from enum import StrEnum
 
 from polygon_core.subscriptions import FeedRole
 
-__all__ = ["GARBAGE", "MIB", "Faults", "GarbageKind", "HostFaults", "HostSelector", "StatusKill"]
+__all__ = ["MIB", "Faults", "GarbageKind", "HostFaults", "HostSelector", "StatusKill"]
 
 MIB = 1024 * 1024
 HostSelector = FeedRole | str | None
@@ -61,26 +61,6 @@ class StatusKill(StrEnum):
             "slow_consumer": "Connection closed: client is not consuming messages fast enough.",
             "force_disconnect": "Connection closed by server.",
         }[self.value]
-
-
-_OLD = b"1000000000000"  # 2001: garbage never carries a time that could win latest-wins
-GARBAGE: dict[GarbageKind, list[bytes]] = {
-    GarbageKind.INVALID_JSON: [b'[{"ev":"T","sym":"AAPL","p":192.1,"s":100,"t":17'],
-    GarbageKind.NON_ARRAY: [b'{"ev":"T","sym":"AAPL","p":192.1,"s":100,"t":' + _OLD + b"}"],
-    GarbageKind.NAN: [
-        b'[{"ev":"Q","sym":"AAPL","bp":NaN,"bs":1,"ap":192.2,"as":1,"t":' + _OLD + b"}]"
-    ],
-    GarbageKind.UNKNOWN_EV: [
-        b'{"ev":"XYZ","sym":"AAPL","p":1,"t":' + _OLD + b"}",
-        b'{"ev":"LULD","T":"MSFT","h":218.96,"l":198.11,"i":[21],"z":3,'
-        b'"t":1601316752683746,"q":290317}',
-    ],
-    GarbageKind.ILL_TYPED: [
-        b'{"ev":"T","sym":"AAPL","p":"192.10","s":100,"t":' + _OLD + b"}",
-        b'{"ev":"Q","sym":"AAPL","bs":1,"ap":192.2,"as":1,"t":' + _OLD + b"}",
-        b'{"ev":"FMV","sym":"AA PL","fmv":1.5,"t":' + _OLD + b"}",
-    ],
-}
 
 
 def _roles(host: HostSelector) -> tuple[FeedRole, ...]:

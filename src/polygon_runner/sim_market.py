@@ -27,12 +27,11 @@ import random
 import zlib
 from collections.abc import Iterable
 
-import msgspec
-
 from polygon_core.subscriptions import FeedRole
 from polygon_runner.sim_tickers import TickerInfo, ticker_info
+from polygon_runner.sim_wire import Aggregate, Event, FairValue, Quote, Trade
 
-__all__ = ["DEFAULT_MIX", "Event", "HostMarket", "Pick", "event_channel", "event_time"]
+__all__ = ["DEFAULT_MIX", "HostMarket", "Pick"]
 
 DEFAULT_MIX: tuple[tuple[str, float], ...] = (("T", 1.0), ("Q", 4.0), ("AM", 1.0), ("FMV", 2.0))
 """Relative weights of the channels on their host (quotes outnumber trades about 4:1)."""
@@ -41,75 +40,6 @@ _EXCHANGES = (1, 2, 3, 4, 7, 8, 10, 11, 12, 15, 17, 19, 21, 11, 12, 10)  # 16: i
 _CONDITIONS = ([12], [37], [14, 41], [12, 37], [41], [0], [12, 22], [37, 41])
 _SIZES = (100, 100, 100, 100, 200, 300, 500, 1000, 1, 5, 10, 25, 37, 50, 12, 2)
 _INDICATORS = ([604], [1], [604, 8], [503])
-
-
-class _Trade(msgspec.Struct, tag_field="ev", tag="T", omit_defaults=True, gc=False):
-    sym: str
-    x: int
-    i: str
-    z: int
-    p: float | int
-    s: int
-    t: int
-    q: int
-    c: list[int] | None = None
-    pt: int | None = None
-    trfi: int | None = None
-    trft: int | None = None
-    ds: str | None = None
-
-
-class _Quote(msgspec.Struct, tag_field="ev", tag="Q", omit_defaults=True, gc=False):
-    sym: str
-    bx: int
-    ax: int
-    bp: float | int
-    ap: float | int
-    bs: int
-    as_: int = msgspec.field(name="as")
-    t: int
-    q: int
-    z: int
-    c: int | None = None
-    i: list[int] | None = None
-    pt: int | None = None
-
-
-class _Aggregate(msgspec.Struct, tag_field="ev", tag="AM", gc=False):
-    sym: str
-    v: int
-    av: int
-    op: float | int
-    vw: float | int
-    o: float | int
-    c: float | int
-    h: float | int
-    l: float | int  # noqa: E741 - the wire name
-    a: float | int
-    z: int
-    s: int
-    e: int
-
-
-class _FairValue(msgspec.Struct, tag_field="ev", tag="FMV", gc=False):
-    fmv: float | int
-    sym: str
-    t: int
-
-
-Event = _Trade | _Quote | _Aggregate | _FairValue
-
-
-_CHANNEL_OF: dict[type, str] = {_Trade: "T", _Quote: "Q", _Aggregate: "AM", _FairValue: "FMV"}
-
-
-def event_channel(event: Event) -> str:
-    return _CHANNEL_OF[type(event)]
-
-
-def event_time(event: Event) -> int:
-    """What latest-wins compares: ``s`` for ``AM``, ``t`` otherwise."""
-    return event.s if isinstance(event, _Aggregate) else event.t
 
 
 def _price(cents: int) -> float | int:
@@ -232,7 +162,7 @@ class HostMarket:
                 a = c + spread * unit
                 st.seq = q = st.seq + inc
                 append(
-                    _Quote(
+                    Quote(
                         st.symbol, bx, ax, c / 100 if c % 100 else c // 100,
                         a / 100 if a % 100 else a // 100, bs, asks, t, q, st.tape, cq, ind,
                         t if pt else None,
@@ -245,7 +175,7 @@ class HostMarket:
                 st.seq = q = st.seq + inc
                 st.trade_id = trade_id = st.trade_id + 1
                 append(
-                    _Trade(
+                    Trade(
                         st.symbol, x, str(trade_id), st.tape, c / 100 if c % 100 else c // 100,
                         shares, t, q, cond, None if lag is None else t - lag,
                         202 if off else None, t - 1 if off else None, ds,
@@ -309,12 +239,12 @@ class HostMarket:
             values += 1
             ticks = c * 100 + offset * unit
             fmv = ticks / 10_000 if ticks % 10_000 else ticks // 10_000
-            append(_FairValue(fmv, st.symbol, t * 1_000_000 + nanos if ns else t))
+            append(FairValue(fmv, st.symbol, t * 1_000_000 + nanos if ns else t))
         self._k = k
         return clock, values
 
     @staticmethod
-    def _bar(st: _Symbol, t: int, c: int, volume: int, trades: int) -> _Aggregate:
+    def _bar(st: _Symbol, t: int, c: int, volume: int, trades: int) -> Aggregate:
         """The current minute's bar for ``st`` after one more (simulated) trade at ``c``."""
         start = t - t % 60_000
         if start > st.bar_s:
@@ -331,7 +261,7 @@ class HostMarket:
         st.day_pv = day_pv = st.day_pv + volume * c
         vw, avg = pv * 100 // v, day_pv * 100 // day_v  # in 1/10000 dollar
         o, h, lo = st.bar_o, st.bar_h, st.bar_l
-        return _Aggregate(
+        return Aggregate(
             st.symbol, v, day_v, st.day_open, vw / 10_000 if vw % 10_000 else vw // 10_000,
             o / 100 if o % 100 else o // 100, c / 100 if c % 100 else c // 100,
             h / 100 if h % 100 else h // 100, lo / 100 if lo % 100 else lo // 100,
@@ -350,17 +280,17 @@ class HostMarket:
         price, sym, tape = _price(st.cents), st.symbol, st.tape
         event: Event
         if self.role is FeedRole.DELAYED and index == 0:
-            event = _Trade(sym, 4, str(st.trade_id), tape, price, 100, older, st.seq, None, older)
+            event = Trade(sym, 4, str(st.trade_id), tape, price, 100, older, st.seq, None, older)
         elif self.role is FeedRole.DELAYED:
             ask = _price(st.cents + st.unit)
-            event = _Quote(sym, 11, 12, price, ask, 1, 1, older, st.seq, tape)
+            event = Quote(sym, 11, 12, price, ask, 1, 1, older, st.seq, tape)
         elif index == 0:
             start, lo, hi = st.bar_s - 60_000, _price(st.bar_l), _price(st.bar_h)
             vwap = round((st.bar_l + st.bar_h) / 200, 4)
-            event = _Aggregate(
+            event = Aggregate(
                 sym, max(1, st.bar_v // 2), st.day_volume, st.day_open, vwap, lo, hi, hi, lo,
                 vwap, 100, start, start + 60_000,
             )  # fmt: skip
         else:
-            event = _FairValue(price, sym, older * 1_000_000 if self._fmv_ns else older)
+            event = FairValue(price, sym, older * 1_000_000 if self._fmv_ns else older)
         return index, event

@@ -39,12 +39,13 @@ from websockets.http11 import Request, Response
 
 from polygon_core.subscriptions import FeedRole
 from polygon_runner.sim_config import ScriptedEvent, SimulatorConfig, config_from_args, parse_script
-from polygon_runner.sim_connection import Connection, Streamer, status_frame
+from polygon_runner.sim_connection import Connection, Streamer
 from polygon_runner.sim_faults import Faults, StatusKill
 from polygon_runner.sim_market import HostMarket
 from polygon_runner.sim_rest import RestStats, TickersEndpoint
 from polygon_runner.sim_tickers import reference_tickers
 from polygon_runner.sim_truth import ConnectionEventKind, Truth
+from polygon_runner.sim_wire import status_frame
 
 __all__ = ["PolygonSimulator", "SimulatorConfig", "main"]
 
