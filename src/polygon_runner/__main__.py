@@ -21,7 +21,7 @@ from urllib.parse import urlsplit
 
 from polygon_adapters.redis_store import redact_url
 from polygon_core.errors import PolygonIngestError
-from polygon_runner import demo, simulator
+from polygon_runner import athena, demo, simulator
 from polygon_runner.check_redis import check_store
 from polygon_runner.container import Container, store_for
 from polygon_runner.logs import configure_logging
@@ -106,6 +106,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         add_help=False,
     )
     sub.add_parser("simulate", help="run the local Polygon simulator", add_help=False)
+    sub.add_parser("athena-ddl", help="print the Athena DDL for a bucket/prefix", add_help=False)
     sub.add_parser(
         "check-redis",
         help="write stock:test (TTL 60 s) to REDIS_URL (and REDIS_TOKEN) and read it back",
@@ -115,6 +116,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return demo.main(rest)
     if args.command == "simulate":
         return simulator.main(rest)
+    if args.command == "athena-ddl":
+        return athena.main(rest)
     if rest:
         parser.error(f"unrecognized arguments: {' '.join(rest)}")
     if args.command == "check-redis":

@@ -53,3 +53,20 @@ def test_dockerfile_is_non_root_with_a_healthcheck() -> None:
     assert re.search(r"^USER (?!root)\w+", text, flags=re.M)
     assert "HEALTHCHECK" in text and "/healthz" in text
     assert text.count("FROM ") >= 2  # multi-stage
+
+
+def test_athena_doc_ddl_is_the_commands_output() -> None:
+    from polygon_runner.athena import TABLES, render_ddl
+
+    text = (ROOT / "docs/athena.md").read_text()
+    blocks = re.findall(r"```sql\n(CREATE EXTERNAL TABLE.*?)\n```", text, flags=re.S)
+    assert blocks == [render_ddl("S3_BUCKET", "S3_PREFIX", c) for c in TABLES]
+
+
+def test_athena_ddl_command(capsys) -> None:
+    from polygon_runner.__main__ import main
+
+    assert main(["athena-ddl", "--bucket", "b", "--prefix", "/raw/x/", "--channel", "Q"]) == 0
+    out = capsys.readouterr().out
+    assert "LOCATION 's3://b/raw/x/channel=Q/'" in out and "polygon_quotes_raw" in out
+    assert "polygon_trades_raw" not in out
