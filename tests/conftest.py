@@ -17,3 +17,6 @@ settings.register_profile(
 settings.load_profile(
     os.environ.get("HYPOTHESIS_PROFILE", "ci" if os.environ.get("CI") == "true" else "dev")
 )
+
+# Real servers (redis-server, a Redis Cluster, TLS Redis) as session fixtures for every suite.
+pytest_plugins = ["tests.server_fixtures"]

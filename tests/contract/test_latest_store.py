@@ -216,6 +216,35 @@ class TestRedisStore(LatestStoreContract):
         await store.aclose()
 
 
+class TlsBackend(RedisBackend):
+    tls_url = ""
+
+    async def make_store(self) -> LatestStore:
+        return RedisLatestStore.from_url(self.tls_url)
+
+
+@pytest.mark.integration
+class TestRedisTlsStore(LatestStoreContract):
+    """``rediss://``: the same contract over TLS (certificate verified against our CA)."""
+
+    @pytest.fixture
+    def backend(self, redis_tls) -> Iterator[Backend]:
+        TlsBackend.url = redis_tls.server.url  # read back over the plain port
+        TlsBackend.tls_url = redis_tls.url()
+        backend = TlsBackend()
+        yield backend
+        backend.direct.close()
+
+    async def test_an_unknown_certificate_is_refused(self, redis_tls, tmp_path) -> None:
+        from tests.server_fixtures import _self_signed
+
+        other_ca, _ = _self_signed(tmp_path, "other")
+        store = RedisLatestStore.from_url(redis_tls.url(other_ca))
+        with pytest.raises(StoreUnavailable, match="certificate"):
+            await store.put_many([LatestValue("stock:trade:TLS", b"{}", 5)])
+        await store.aclose()
+
+
 # -- real Redis Cluster -------------------------------------------------------------------
 
 

@@ -71,6 +71,11 @@ async def test_wrong_password_never_printed(server, tmp_path) -> None:
         protected.stop()
 
 
+async def test_ok_over_tls(redis_tls, tmp_path) -> None:
+    code, out, err = await run_check(tmp_path, REDIS_URL=redis_tls.url())
+    assert code == 0 and out.startswith("OK") and "rediss://localhost" in out, err
+
+
 async def test_upstash_ok_and_wrong_token(server, tmp_path) -> None:
     upstash = UpstashServer(server.url.rsplit("/", 1)[0] + "/4", "check-token")
     base = await upstash.start()

@@ -289,3 +289,12 @@ def test_archive_line_with_whitespace_and_escapes() -> None:
     assert archive_line(Channel.T, None, b"x", msgspec.Raw(b"{ }")) == (
         b'{"channel":"T","symbol":null,"ingestTs":"x"}\n'
     )
+
+
+@given(s.events)
+def test_decode_of_encode_is_identity(wire: dict) -> None:
+    """STYLE's round-trip property: a decoded event re-encoded with msgspec decodes equal."""
+    frame = decode_frame(s.dumps([wire]))
+    for event in frame.events:
+        again = decode_frame(b"[" + msgspec.json.encode(event) + b"]").events
+        assert again == [event]

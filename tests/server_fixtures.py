@@ -1,0 +1,69 @@
+"""Real servers for the contract suites, started once per session on free ports.
+
+Absent binaries skip the tests that need them, except under CI=true where they fail.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from tests.helpers import missing_server
+from tests.redis_cluster import RedisClusterProcess, cluster_tools_available
+from tests.redis_servers import RedisServerProcess, free_port, redis_server_available
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> Iterator[RedisServerProcess]:
+    if not redis_server_available():
+        missing_server("redis-server is not installed")
+    with RedisServerProcess() as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def redis_cluster() -> Iterator[RedisClusterProcess]:
+    if not cluster_tools_available():
+        missing_server("redis-server / redis-cli are not installed")
+    with RedisClusterProcess() as cluster:
+        yield cluster
+
+
+@dataclass
+class TlsRedis:
+    server: RedisServerProcess
+    tls_port: int
+    ca_file: Path
+
+    def url(self, ca_file: Path | None = None) -> str:
+        return f"rediss://localhost:{self.tls_port}/0?ssl_ca_certs={ca_file or self.ca_file}"
+
+
+def _self_signed(directory: Path, name: str) -> tuple[Path, Path]:
+    cert, key = directory / f"{name}.pem", directory / f"{name}-key.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+         "-keyout", str(key), "-out", str(cert), "-subj", "/CN=localhost",
+         "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"],
+        check=True, capture_output=True, timeout=60,
+    )  # fmt: skip
+    return cert, key
+
+
+@pytest.fixture(scope="session")
+def redis_tls(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TlsRedis]:
+    """A redis-server with a TLS port (self-signed certificate) next to its plain port."""
+    if not redis_server_available() or shutil.which("openssl") is None:
+        missing_server("redis-server and openssl are needed for the TLS tests")
+    directory = tmp_path_factory.mktemp("tls")
+    cert, key = _self_signed(directory, "server")
+    tls_port = free_port()
+    args = ("--tls-port", str(tls_port), "--tls-cert-file", str(cert), "--tls-key-file",
+            str(key), "--tls-ca-cert-file", str(cert), "--tls-auth-clients", "no")  # fmt: skip
+    with RedisServerProcess(extra_args=args) as server:
+        yield TlsRedis(server, tls_port, cert)
