@@ -221,6 +221,7 @@ class Streamer:
         lag_limit, buffer_limit = sim.config.slow_consumer_lag_s, sim.config.write_limit_bytes
         loop = asyncio.get_running_loop()
         started, paced = -1.0, 0  # pacing schedule: start time and events sent since
+        frames = 0
         while not conn.closing:
             if host_faults.armed:
                 await self._take_faults(conn, host_faults)
@@ -273,10 +274,12 @@ class Streamer:
             if delivered:
                 truth.delivered(record, channels, counts, len(frame), latest)
             paced += delivered
-            await asyncio.sleep(0)  # send() does not yield while the socket takes data
+            frames += 1
+            if not frames & 7:  # send() does not yield while the socket takes data
+                await asyncio.sleep(0)
 
-    @staticmethod
     def _from_script(
+        self,
         conn: Connection,
         script: deque[ScriptedEvent],
         n: int,
@@ -285,12 +288,12 @@ class Streamer:
         latest: Latest | None,
     ) -> int:
         """Move up to ``n`` scripted events this connection wants into ``parts``."""
-        channels, taken = conn.record.counts, 0
+        channels, taken = self.sim.markets[conn.role].channels, 0
         while taken < n and script:
             event = script.popleft()
             if conn.wants(event.channel, event.symbol):
                 parts.append(event.raw)
-                counts[list(channels).index(event.channel)] += 1
+                counts[channels.index(event.channel)] += 1
                 taken += 1
                 if latest is not None:
                     latest.append((event.channel, event.symbol, event.time, event.raw))
