@@ -18,10 +18,20 @@ Memory is bounded by the number of distinct keys, not by the event rate.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Generic, TypeVar
 
-__all__ = ["ConflationBuffer"]
+from polygon_core.events import (
+    Channel,
+    FairMarketValue,
+    MarketEvent,
+    MinuteAggregate,
+    Quote,
+    Trade,
+)
+from polygon_core.keys import KEY_PREFIXES
+
+__all__ = ["ConflationBuffer", "EventConflation"]
 
 T = TypeVar("T")
 
@@ -86,3 +96,77 @@ class ConflationBuffer(Generic[T]):
     def known_keys(self) -> int:
         """Distinct keys ever accepted (the size of the late-event memory)."""
         return len(self._newest)
+
+
+_PREFIX: dict[type, str] = {
+    MinuteAggregate: KEY_PREFIXES[Channel.AM],
+    FairMarketValue: KEY_PREFIXES[Channel.FMV],
+    Trade: KEY_PREFIXES[Channel.T],
+    Quote: KEY_PREFIXES[Channel.Q],
+}
+_CHANNEL: dict[type, Channel] = {
+    MinuteAggregate: Channel.AM,
+    FairMarketValue: Channel.FMV,
+    Trade: Channel.T,
+    Quote: Channel.Q,
+}
+
+
+class EventConflation(ConflationBuffer[MarketEvent]):
+    """:class:`ConflationBuffer` of market events keyed by the Redis key schema.
+
+    :meth:`offer_events` does what ``offer(key_for(e.channel, e.symbol), event_time(e), e)``
+    does for each event, in one tight loop (the reader's hot path), and also counts events
+    per channel and remembers the newest event time per channel (for lag figures).
+    """
+
+    __slots__ = ("_counts", "_newest_by_type")
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._counts: dict[type, int] = dict.fromkeys(_PREFIX, 0)
+        self._newest_by_type: dict[type, int | float] = {}
+
+    def offer_events(self, events: Sequence[MarketEvent]) -> None:
+        """Offer every event in arrival order (events must have valid symbols)."""
+        newest = self._newest
+        pending = self._pending
+        counts = self._counts
+        latest = self._newest_by_type
+        prefix = _PREFIX
+        accepted = late = superseded = 0
+        for event in events:
+            kind = type(event)
+            t: int | float
+            if isinstance(event, Quote | Trade):
+                t = event.timestamp_ms
+            elif isinstance(event, MinuteAggregate):
+                t = event.start_ms
+            else:
+                t = event.timestamp
+            counts[kind] += 1
+            if t > latest.get(kind, -1):
+                latest[kind] = t
+            key = prefix[kind] + event.symbol
+            known = newest.get(key)
+            if known is not None and t < known:
+                late += 1
+                continue
+            newest[key] = t
+            if key in pending:
+                superseded += 1
+            pending[key] = (t, event)
+            accepted += 1
+        self.accepted += accepted
+        self.late_dropped += late
+        self.superseded += superseded
+
+    @property
+    def events_by_channel(self) -> dict[Channel, int]:
+        """Events offered per channel (late ones included)."""
+        return {_CHANNEL[kind]: n for kind, n in self._counts.items()}
+
+    @property
+    def newest_by_channel(self) -> dict[Channel, int | float]:
+        """The newest event time offered per channel (``s`` for AM, ``t`` otherwise)."""
+        return {_CHANNEL[kind]: t for kind, t in self._newest_by_type.items()}

@@ -21,10 +21,10 @@ from collections.abc import Callable, Iterator
 
 from polygon_core.backoff import backoff_delays
 from polygon_core.codec import DecodedFrame, archive_line
-from polygon_core.conflation import ConflationBuffer
+from polygon_core.conflation import EventConflation
 from polygon_core.errors import StoreUnavailable
-from polygon_core.events import Channel, MarketEvent, event_time
-from polygon_core.keys import KEY_PREFIXES, TtlPolicy
+from polygon_core.events import Channel, MarketEvent
+from polygon_core.keys import TtlPolicy
 from polygon_core.mappers import to_latest_value
 from polygon_core.ports import Clock, LatestStore, LatestValue, RawArchive, Scheduler
 from polygon_core.timestamps import iso_ms
@@ -99,14 +99,22 @@ class Ingest:
         self._log_writes = log_writes
         self._rng = rng or (lambda: 0.0)
         self._observe = flush_observer
-        self.buffer: ConflationBuffer[MarketEvent] = ConflationBuffer()
-        self.events_by_channel: Counter[Channel] = Counter()
+        self.buffer = EventConflation()
         self.archived_by_channel: Counter[Channel] = Counter()
         self.rejects_by_reason: Counter[str] = Counter()
-        self.newest_event_time: dict[Channel, int | float] = {}
         self.stats = FlushStats()
         self._stopping = False
         self._last_flush_start = float("-inf")
+
+    @property
+    def events_by_channel(self) -> dict[Channel, int]:
+        """Events taken in per channel (late ones included)."""
+        return self.buffer.events_by_channel
+
+    @property
+    def newest_event_time(self) -> dict[Channel, int | float]:
+        """The newest event time seen per channel (``s`` for AM, ``t`` otherwise)."""
+        return self.buffer.newest_by_channel
 
     @property
     def keep_raw(self) -> bool:
@@ -119,18 +127,8 @@ class Ingest:
         """Take one decoded frame received at ``receive_ms`` (epoch ms). Never awaits."""
         buffer = self.buffer
         before = len(buffer)
-        events = frame.events
-        if events:
-            offer = buffer.offer
-            counts = self.events_by_channel
-            newest = self.newest_event_time
-            for event in events:
-                channel = event.channel
-                t = event_time(event)
-                offer(KEY_PREFIXES[channel] + event.symbol, t, event)
-                counts[channel] += 1
-                if t > newest.get(channel, float("-inf")):
-                    newest[channel] = t
+        if frame.events:
+            buffer.offer_events(frame.events)
         if frame.rejects:
             self._count_rejects(frame)
         archive = self._archive

@@ -87,3 +87,60 @@ def test_counts_superseded_and_bounded_by_keys() -> None:
     assert buffer.superseded == 10_000 - 10
     assert buffer.newest_time("k3") == 9993
     assert buffer.newest_time("zz") is None
+
+
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from(["T", "Q", "AM", "FMV"]),
+            st.sampled_from(["A", "B.B"]),
+            st.integers(0, 9),
+        ),
+        max_size=60,
+    )
+)
+def test_offer_events_is_offer_per_event(script: list[tuple[str, str, int]]) -> None:
+    """The hot-path loop does exactly what ``offer(key_for(...), event_time(...), e)`` does."""
+    from polygon_core.codec import decode_frame
+    from polygon_core.conflation import EventConflation
+    from polygon_core.events import event_time
+    from polygon_core.keys import key_for
+    from tests.strategies import dumps
+
+    wire = []
+    for ev, sym, t in script:
+        if ev == "T":
+            wire.append({"ev": "T", "sym": sym, "p": t, "s": 1, "t": t})
+        elif ev == "Q":
+            wire.append({"ev": "Q", "sym": sym, "bp": t, "bs": 1, "ap": 1, "as": 1, "t": t})
+        elif ev == "AM":
+            wire.append(
+                {
+                    "ev": "AM",
+                    "sym": sym,
+                    "s": t,
+                    "e": t,
+                    "o": t,
+                    "h": 1,
+                    "l": 1,
+                    "c": 1,
+                    "v": 1,
+                    "vw": 1,
+                }
+            )
+        else:
+            wire.append({"ev": "FMV", "sym": sym, "fmv": t, "t": t})
+    events = decode_frame(dumps(wire)).events
+    fast = EventConflation()
+    fast.offer_events(events[: len(events) // 2])
+    fast.offer_events(events[len(events) // 2 :])
+    plain: ConflationBuffer[object] = ConflationBuffer()
+    for e in events:
+        plain.offer(key_for(e.channel, e.symbol), event_time(e), e)
+    assert fast.drain() == plain.drain()
+    assert (fast.accepted, fast.late_dropped, fast.superseded) == (
+        plain.accepted, plain.late_dropped, plain.superseded,
+    )  # fmt: skip
+    assert sum(fast.events_by_channel.values()) == len(events)
+    for channel, t in fast.newest_by_channel.items():
+        assert t == max(event_time(e) for e in events if e.channel == channel)
