@@ -480,6 +480,25 @@ async def test_paced_rate() -> None:
         assert 0.3 < elapsed < 1.5
 
 
+async def test_reset_turns_queued_faults_off() -> None:
+    async with simulator(rest=True) as sim, aiohttp.ClientSession() as http:
+        sim.faults.reject_auth(3)
+        sim.faults.garbage("invalid_json", count=2)
+        sim.faults.out_of_order(count=5)
+        sim.faults.rest_fail(500, count=3)
+        sim.faults.rest_repeat_cursor()
+        sim.faults.reset()
+        async with session(sim.delayed_url) as ws:
+            await ws.send(subscribe("T.AAPL"))
+            events, _ = await collect(ws, 200)
+            assert all(e["ev"] == "T" and e["sym"] == "AAPL" for e in events)
+            times = [e["t"] for e in events]
+            assert times == sorted(times)
+        url = f"{sim.rest_base}/v3/reference/tickers?apiKey={KEY}"
+        async with http.get(url) as response:
+            assert response.status == 200
+
+
 # content
 
 
@@ -534,6 +553,17 @@ async def test_same_seed_same_bytes() -> None:
     first, again, other = await record(5), await record(5), await record(6)
     assert first == again
     assert first != other
+
+
+async def test_connected_status_and_fmv_nanoseconds_options() -> None:
+    async with simulator(connected_status="success", fmv_time_unit="ns") as sim:
+        async with connect(f"{sim.realtime_url}/stocks", close_timeout=0.5) as ws:
+            assert statuses(await recv_json(ws)) == ["Connected Successfully"]
+            await ws.send(auth())
+            await ws.recv()
+            await ws.send(subscribe("FMV.*"))
+            events, _ = await collect(ws, 20)
+            assert all(len(str(e["t"])) == 19 for e in events)
 
 
 async def test_wall_clock_without_seed() -> None:
