@@ -17,12 +17,14 @@ if [ ! -x .venv/bin/python ]; then
     echo "bootstrap: creating .venv" >&2
     "$PYTHON" -m venv .venv
 fi
-# pip is quick when everything is already installed; a stamp skips it when nothing changed.
-stamp=.venv/.installed-$(sha1sum pyproject.toml | cut -c1-12)
+# constraints.txt pins the versions CI was green with, so a fresh machine resolves quickly
+# and reproducibly (pip's backtracking over aiobotocore/botocore/moto can otherwise wander
+# into ancient releases). A stamp skips pip when neither file changed.
+stamp=.venv/.installed-$(cat pyproject.toml constraints.txt | sha1sum | cut -c1-12)
 if [ ! -f "$stamp" ]; then
     echo "bootstrap: installing the project and its dev dependencies" >&2
     .venv/bin/python -m pip install -q --upgrade pip
-    .venv/bin/python -m pip install -q -e '.[dev]'
+    .venv/bin/python -m pip install -q -c constraints.txt -e '.[dev]'
     rm -f .venv/.installed-*
     touch "$stamp"
 fi
