@@ -224,3 +224,51 @@ async def test_fatal_store_errors_propagate_and_keep_the_batch() -> None:
     with pytest.raises(StoreRejected):
         await ingest.run_flush_loop()
     assert len(ingest.buffer) == 1
+
+
+class SlowStore(InMemoryLatestStore):
+    """Each write takes ``delay_s``; records when each one started."""
+
+    def __init__(self, delay_s: float) -> None:
+        super().__init__()
+        self.delay_s = delay_s
+        self.starts: list[float] = []
+
+    async def put_many(self, values: Sequence[LatestValue]) -> None:
+        self.starts.append(asyncio.get_running_loop().time())
+        await asyncio.sleep(self.delay_s)
+        await super().put_many(values)
+
+
+async def test_busy_store_stretches_the_gap_between_flushes(running) -> None:
+    store = SlowStore(0.02)
+    ingest = Ingest(store, SystemClock(), AsyncioScheduler(), flush_interval_s=0.001)
+    running(ingest)
+    stop = asyncio.Event()
+
+    async def produce() -> None:
+        t = 0
+        while not stop.is_set():
+            t += 1
+            feed(ingest, trade(f"S{t % 50}", t))
+            await asyncio.sleep(0.0005)
+
+    producer = asyncio.create_task(produce())
+    await eventually(lambda: len(store.starts) >= 5, within_s=5)
+    stop.set()
+    await producer
+    gaps = [b - a for a, b in zip(store.starts, store.starts[1:], strict=False)]
+    # each 20 ms write is followed by >= 3 x 20 ms of conflation (busy fraction 0.25)
+    assert min(gaps) >= 0.075, gaps
+    assert ingest.buffer.superseded > 0
+
+
+async def test_light_load_keeps_the_short_interval(running) -> None:
+    store = SlowStore(0.0)
+    ingest = Ingest(store, SystemClock(), AsyncioScheduler(), flush_interval_s=0.002)
+    running(ingest)
+    for t in range(1, 21):
+        feed(ingest, trade("A", t))
+        await asyncio.sleep(0.004)
+    await eventually(lambda: len(ingest.buffer) == 0)
+    assert len(store.batches) >= 15  # nearly every event written on its own: fresh values
