@@ -29,7 +29,7 @@ from polygon_core.conflation import EventConflation
 from polygon_core.errors import StoreUnavailable
 from polygon_core.events import Channel, MarketEvent
 from polygon_core.keys import TtlPolicy
-from polygon_core.mappers import to_latest_value
+from polygon_core.mappers import encode_record
 from polygon_core.ports import Clock, LatestStore, LatestValue, RawArchive, Scheduler
 from polygon_core.timestamps import iso_ms
 
@@ -98,7 +98,8 @@ class Ingest:
         self._store = store
         self._clock = clock
         self._scheduler = scheduler
-        self._ttl = ttl or TtlPolicy()
+        policy = ttl or TtlPolicy()
+        self._ttl_by_channel = {c: policy.for_channel(c) for c in Channel}
         self._archive = archive
         self._interval_s = flush_interval_s
         self._max_keys = flush_max_keys
@@ -216,8 +217,11 @@ class Ingest:
             return True
         clock = self._clock
         updated_at = iso_ms(clock.time_ms())
-        ttl = self._ttl
-        values = [to_latest_value(event, updated_at, ttl) for _key, _t, event in batch]
+        ttl = self._ttl_by_channel
+        values = [
+            LatestValue(key, encode_record(event, updated_at), ttl[event.channel])
+            for key, _t, event in batch
+        ]
         started = clock.monotonic_s()
         try:
             await self._store.put_many(values)
