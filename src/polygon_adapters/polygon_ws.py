@@ -37,6 +37,18 @@ logger = logging.getLogger(__name__)
 _DEBUG_EXCERPT = 300
 
 
+class _NoFrameDebug(logging.LoggerAdapter[logging.Logger]):
+    """websockets' client logger with its DEBUG output off: websockets logs every frame at
+    DEBUG, the auth frame and its key included, whenever the root logger is at DEBUG. Our
+    own ``debug=True`` frame logs (redacted) replace it."""
+
+    def isEnabledFor(self, level: int) -> bool:
+        return level > logging.DEBUG and self.logger.isEnabledFor(level)
+
+
+_WIRE_LOGGER = _NoFrameDebug(logging.getLogger("websockets.client"), {})
+
+
 class FeedStats:
     """Per-connection figures for the health log and metrics."""
 
@@ -169,10 +181,14 @@ class PolygonWebSocketFeed:
                 ping_timeout=self._ping[1],
                 close_timeout=2,
                 max_queue=64,
+                logger=_WIRE_LOGGER,
             )
         except (OSError, InvalidHandshake, InvalidURI, TimeoutError) as exc:
             logger.warning("%s feed: cannot connect to %s: %s", self.role.value, self.url, exc)
             return DisconnectReason.CONNECT_FAILED
+        if self._stopping.is_set():  # aclose() ran while dialling and saw no socket to close
+            await ws.close()
+            return DisconnectReason.CLIENT_CLOSED
         self._ws = ws
         stats.connects += 1
         stats.state = "connected"
