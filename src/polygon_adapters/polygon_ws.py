@@ -19,6 +19,7 @@ key is redacted from both.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections import Counter
 
@@ -26,7 +27,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
 
 from polygon_core.backoff import DisconnectReason, ReconnectPolicy
-from polygon_core.codec import FrameDecoder
+from polygon_core.codec import DecodedFrame, FrameDecoder
 from polygon_core.ports import Clock, FrameHandler
 from polygon_core.protocol import FeedSession, SessionState
 from polygon_core.subscriptions import FeedRole, SymbolSelection
@@ -65,6 +66,7 @@ class FeedStats:
         "acked_topics",
         "topics",
         "subscribe_errors",
+        "close_codes",
     )
 
     def __init__(self) -> None:
@@ -80,6 +82,8 @@ class FeedStats:
         self.acked_topics = 0
         self.topics = 0
         self.subscribe_errors: list[str] = []
+        self.close_codes: Counter[int] = Counter()
+        """WebSocket close codes seen (received, else sent; 1006 when there was none)."""
 
 
 class PolygonWebSocketFeed:
@@ -171,8 +175,8 @@ class PolygonWebSocketFeed:
             keep_raw=self._keep_raw,
         )
         stats.topics = session.topic_count
-        try:
-            ws = await connect(
+        connecting = asyncio.ensure_future(
+            connect(
                 self.url,
                 max_size=self._max_frame,
                 compression=None,
@@ -183,6 +187,17 @@ class PolygonWebSocketFeed:
                 max_queue=64,
                 logger=_WIRE_LOGGER,
             )
+        )
+        stopper = asyncio.ensure_future(self._stopping.wait())
+        await asyncio.wait({connecting, stopper}, return_when=asyncio.FIRST_COMPLETED)
+        stopper.cancel()
+        if not connecting.done():  # aclose() while dialling a slow host: give up at once
+            connecting.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await connecting
+            return DisconnectReason.CLIENT_CLOSED
+        try:
+            ws = connecting.result()
         except (OSError, InvalidHandshake, InvalidURI, TimeoutError) as exc:
             logger.warning("%s feed: cannot connect to %s: %s", self.role.value, self.url, exc)
             return DisconnectReason.CONNECT_FAILED
@@ -197,7 +212,10 @@ class PolygonWebSocketFeed:
         try:
             return await self._pump(ws, session, on_frame)
         except ConnectionClosed as exc:
-            session.close(DisconnectReason.DROP)
+            code = exc.rcvd.code if exc.rcvd else (exc.sent.code if exc.sent else 1006)
+            stats.close_codes[code] += 1
+            server_error = exc.rcvd is not None and exc.rcvd.code == 1011
+            session.close(DisconnectReason.SERVER_ERROR if server_error else DisconnectReason.DROP)
             logger.info("%s feed: connection closed: %s", self.role.value, exc)
             return session.close_reason or DisconnectReason.DROP
         except TimeoutError:
@@ -216,16 +234,17 @@ class PolygonWebSocketFeed:
     ) -> DisconnectReason:
         stats = self.stats
         clock = self._clock
-        policy = self._policy
         receive = session.receive
         debug = self._debug and logger.isEnabledFor(logging.DEBUG)
         async with asyncio.timeout(self._handshake_timeout) as handshake:
             while True:  # the handshake: statuses drive the session
                 data = await ws.recv(decode=False)
                 frame = receive(data)
+                now_ms = clock.time_ms()
+                self._count(frame, len(data), now_ms)
                 await self._after_status(ws, session, data, debug)
                 if frame.events or frame.rejects or frame.archive:
-                    on_frame(frame, clock.time_ms())
+                    on_frame(frame, now_ms)
                 if session.state is SessionState.CLOSED:
                     return session.close_reason or DisconnectReason.DROP
                 if session.state in (SessionState.SUBSCRIBING, SessionState.STREAMING):
@@ -237,9 +256,7 @@ class PolygonWebSocketFeed:
             data = await ws.recv(decode=False)
             frame = receive(data)
             now_ms = clock.time_ms()
-            stats.frames += 1
-            stats.bytes += len(data)
-            stats.last_frame_ms = now_ms
+            self._count(frame, len(data), now_ms)
             if debug:
                 logger.debug(
                     "%s <<< %s",
@@ -252,14 +269,20 @@ class PolygonWebSocketFeed:
                 if closed_for is not None:
                     on_frame(frame, now_ms)
                     return closed_for
-            events = frame.events
-            if events:
-                stats.events += len(events)
-                policy.on_data(clock.monotonic_s())
-            if frame.rejects:
-                for reject in frame.rejects:
-                    stats.rejects_by_reason[reject.reason.value] += 1
             on_frame(frame, now_ms)
+
+    def _count(self, frame: DecodedFrame, size: int, now_ms: int) -> None:
+        """Per-frame figures (once per frame, never per event)."""
+        stats = self.stats
+        stats.frames += 1
+        stats.bytes += size
+        stats.last_frame_ms = now_ms
+        if frame.events:
+            stats.events += len(frame.events)
+            self._policy.on_data(self._clock.monotonic_s())
+        if frame.rejects:
+            for reject in frame.rejects:
+                stats.rejects_by_reason[reject.reason.value] += 1
 
     async def _after_status(
         self, ws: ClientConnection, session: FeedSession, data: bytes | str, debug: bool

@@ -528,3 +528,33 @@ async def test_aclose_while_dialling_stops_the_feed() -> None:
         assert feed.stats.state == "closed" and feed.stats.connects == 0
         assert not sim.truth.events_of("authenticated")
         assert record.frames == 0
+
+
+async def test_close_codes_and_handshake_frames_are_counted() -> None:
+    """Frames read during the handshake count too; close codes are kept per code."""
+    async with simulator(events_per_second=2000) as sim:
+        feed = feed_for(sim.delayed_url, DL, ["AAPL"])
+        async with running(feed, Recorder()):
+            await eventually(lambda: feed.stats.events > 0)
+            assert feed.stats.frames >= 3  # connected, auth_success, acks/data
+            sim.faults.drop("delayed", code=1001)
+            await eventually(lambda: feed.stats.close_codes[1001] == 1)
+            await eventually(lambda: feed.stats.connects == 2)
+
+
+async def test_aclose_while_dialling_a_silent_host_returns_at_once() -> None:
+    """A host that accepts TCP but never answers the upgrade: aclose() must not wait 10 s."""
+    writers: list[asyncio.StreamWriter] = []
+    server = await asyncio.start_server(lambda r, w: writers.append(w), "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    feed = feed_for(f"ws://127.0.0.1:{port}", RT, ["AAPL"])
+    task = asyncio.create_task(feed.run(Recorder()))
+    await eventually(lambda: bool(writers))
+    started = asyncio.get_running_loop().time()
+    await feed.aclose()
+    await asyncio.wait_for(task, timeout=2)
+    assert asyncio.get_running_loop().time() - started < 1.0
+    for writer in writers:
+        writer.close()
+    server.close()
+    await server.wait_closed()
