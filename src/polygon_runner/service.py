@@ -54,6 +54,8 @@ class Service:
         shutdown_timeout_s: float,
         archive: ArchiveRunner | None = None,
         extra_tasks: list[Callable[[], Awaitable[None]]] | None = None,
+        discovery_attempts: int = 5,
+        discovery_backoff_s: float = 0.5,
     ) -> None:
         self.ingest = ingest
         self.feeds = feeds
@@ -66,6 +68,7 @@ class Service:
         self._health_interval_s = health_interval_s
         self._shutdown_timeout_s = shutdown_timeout_s
         self._extra = extra_tasks or []
+        self._discovery_retry = (discovery_attempts, discovery_backoff_s)
         self._stop = asyncio.Event()
         self.report = report
         self.started_monotonic = time.monotonic()
