@@ -83,7 +83,14 @@ class Service:
         if symbols.wildcard or not self._discover:
             return symbols
         try:
-            found = await discover_tickers(self._rest_base, self._api_key, limit=self._ticker_limit)
+            attempts, backoff_s = self._discovery_retry
+            found = await discover_tickers(
+                self._rest_base,
+                self._api_key,
+                limit=self._ticker_limit,
+                attempts=attempts,
+                backoff_s=backoff_s,
+            )
         except TickerDiscoveryError as exc:
             if not symbols:
                 raise
