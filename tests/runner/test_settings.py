@@ -144,3 +144,11 @@ def test_secret_filter_scrubs_messages_and_extras(capsys) -> None:
     SecretFilter(["pk_live_abcdef123456", "", "abc"]).filter(record)
     line = JsonFormatter().format(record)
     assert "pk_live" not in line and json.loads(line)["msg"] == "key is ***"
+
+
+def test_text_logs_show_extra_fields() -> None:
+    from polygon_runner.logs import TextFormatter
+
+    record = logging.LogRecord("x", logging.INFO, "f", 1, "health", None, None)
+    record.health = {"events": 3}
+    assert TextFormatter().format(record).endswith('health {"health":{"events":3}}')
