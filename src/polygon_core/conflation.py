@@ -7,19 +7,21 @@ Rules (SPEC §2):
 
 * An item replaces the pending one for its key when its event time is newer or equal
   (equal: the later arrival wins).
-* The buffer remembers the event time of the newest item accepted per key, pending or
-  already handed out, so a late event (older than what was written or is being written) is
-  dropped and counted, never allowed to roll the key back.
+* The buffer remembers the newest item accepted per key, pending or already handed out, so
+  a late event (older than what was written or is being written) is dropped and counted,
+  never allowed to roll the key back.
 * :meth:`~ConflationBuffer.requeue` puts a batch whose write failed back, key by key, unless
   a newer (or equally new, later) item arrived meanwhile.
 
-Memory is bounded by the number of distinct keys, not by the event rate.
+Memory is bounded by the number of distinct keys, not by the event rate: one small list
+``[event time, item]`` per key, plus the set of keys waiting for the next flush.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
-from typing import Generic, TypeVar
+import operator
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any, Generic, TypeVar
 
 from polygon_core.events import (
     Channel,
@@ -39,29 +41,30 @@ T = TypeVar("T")
 class ConflationBuffer(Generic[T]):
     """Newest item per key, with late-event rejection. Not thread-safe (one event loop)."""
 
-    __slots__ = ("_newest", "_pending", "accepted", "late_dropped", "superseded")
+    __slots__ = ("_state", "_pending", "accepted", "late_dropped", "_handed_out")
 
     def __init__(self) -> None:
-        self._newest: dict[str, int | float] = {}
-        self._pending: dict[str, tuple[int | float, T]] = {}
+        self._state: dict[str, list[Any]] = {}
+        """key -> [event time, item] of the newest item accepted (pending or handed out)."""
+        self._pending: set[str] = set()
         self.accepted = 0
         """Items taken in (each replaced or will be written)."""
         self.late_dropped = 0
         """Items older than the newest accepted for their key: dropped."""
-        self.superseded = 0
-        """Pending items replaced by a newer one before a flush (writes saved)."""
+        self._handed_out = 0
 
     def offer(self, key: str, event_time: int | float, item: T) -> bool:
         """Take ``item`` unless it is older than the newest accepted for ``key``."""
-        newest = self._newest.get(key)
-        if newest is not None and event_time < newest:
+        current = self._state.get(key)
+        if current is None:
+            self._state[key] = [event_time, item]
+        elif event_time < current[0]:
             self.late_dropped += 1
             return False
-        self._newest[key] = event_time
-        pending = self._pending
-        if key in pending:
-            self.superseded += 1
-        pending[key] = (event_time, item)
+        else:
+            current[0] = event_time
+            current[1] = item
+        self._pending.add(key)
         self.accepted += 1
         return True
 
@@ -70,23 +73,36 @@ class ConflationBuffer(Generic[T]):
         pending = self._pending
         if not pending:
             return []
-        self._pending = {}
-        return [(key, t, item) for key, (t, item) in pending.items()]
+        self._pending = set()
+        state = self._state
+        batch = [(key, *state[key]) for key in pending]
+        self._handed_out += len(batch)
+        return batch
 
     def requeue(self, batch: Iterable[tuple[str, int | float, T]]) -> int:
         """Put back items whose write failed, unless a newer one arrived; returns the count
         put back."""
         pending = self._pending
+        state = self._state
         restored = 0
         for key, event_time, item in batch:
-            if key not in pending and self._newest.get(key) == event_time:
-                pending[key] = (event_time, item)
-                restored += 1
+            current = state.get(key)
+            if key not in pending and current is not None and current[1] is item:
+                if current[0] == event_time:
+                    pending.add(key)
+                    restored += 1
+        self._handed_out -= restored
         return restored
+
+    @property
+    def superseded(self) -> int:
+        """Accepted items replaced by a newer one before they were written (writes saved)."""
+        return self.accepted - self._handed_out - len(self._pending)
 
     def newest_time(self, key: str) -> int | float | None:
         """Event time of the newest item accepted for ``key`` (``None`` if never seen)."""
-        return self._newest.get(key)
+        current = self._state.get(key)
+        return None if current is None else current[0]
 
     def __len__(self) -> int:
         """Keys waiting for the next flush."""
@@ -95,7 +111,7 @@ class ConflationBuffer(Generic[T]):
     @property
     def known_keys(self) -> int:
         """Distinct keys ever accepted (the size of the late-event memory)."""
-        return len(self._newest)
+        return len(self._state)
 
 
 _PREFIX: dict[type, str] = {
@@ -110,6 +126,12 @@ _CHANNEL: dict[type, Channel] = {
     Trade: Channel.T,
     Quote: Channel.Q,
 }
+_TIME: dict[type, Callable[[Any], int | float]] = {
+    MinuteAggregate: operator.attrgetter("start_ms"),
+    FairMarketValue: operator.attrgetter("timestamp"),
+    Trade: operator.attrgetter("timestamp_ms"),
+    Quote: operator.attrgetter("timestamp_ms"),
+}
 
 
 class EventConflation(ConflationBuffer[MarketEvent]):
@@ -117,49 +139,40 @@ class EventConflation(ConflationBuffer[MarketEvent]):
 
     :meth:`offer_events` does what ``offer(key_for(e.channel, e.symbol), event_time(e), e)``
     does for each event, in one tight loop (the reader's hot path), and also counts events
-    per channel and remembers the newest event time per channel (for lag figures).
+    per channel. The newest event time per channel is derived on demand (for lag figures).
     """
 
-    __slots__ = ("_counts", "_newest_by_type")
+    __slots__ = ("_counts",)
 
     def __init__(self) -> None:
         super().__init__()
         self._counts: dict[type, int] = dict.fromkeys(_PREFIX, 0)
-        self._newest_by_type: dict[type, int | float] = {}
 
     def offer_events(self, events: Sequence[MarketEvent]) -> None:
         """Offer every event in arrival order (events must have valid symbols)."""
-        newest = self._newest
-        pending = self._pending
+        state = self._state
+        add_pending = self._pending.add
         counts = self._counts
-        latest = self._newest_by_type
         prefix = _PREFIX
-        accepted = late = superseded = 0
+        time_of = _TIME
+        late = 0
         for event in events:
             kind = type(event)
-            t: int | float
-            if isinstance(event, Quote | Trade):
-                t = event.timestamp_ms
-            elif isinstance(event, MinuteAggregate):
-                t = event.start_ms
-            else:
-                t = event.timestamp
+            t = time_of[kind](event)
             counts[kind] += 1
-            if t > latest.get(kind, -1):
-                latest[kind] = t
             key = prefix[kind] + event.symbol
-            known = newest.get(key)
-            if known is not None and t < known:
+            current = state.get(key)
+            if current is None:
+                state[key] = [t, event]
+            elif t < current[0]:
                 late += 1
                 continue
-            newest[key] = t
-            if key in pending:
-                superseded += 1
-            pending[key] = (t, event)
-            accepted += 1
-        self.accepted += accepted
+            else:
+                current[0] = t
+                current[1] = event
+            add_pending(key)
+        self.accepted += len(events) - late
         self.late_dropped += late
-        self.superseded += superseded
 
     @property
     def events_by_channel(self) -> dict[Channel, int]:
@@ -168,5 +181,13 @@ class EventConflation(ConflationBuffer[MarketEvent]):
 
     @property
     def newest_by_channel(self) -> dict[Channel, int | float]:
-        """The newest event time offered per channel (``s`` for AM, ``t`` otherwise)."""
-        return {_CHANNEL[kind]: t for kind, t in self._newest_by_type.items()}
+        """The newest event time accepted per channel (``s`` for AM, ``t`` otherwise).
+
+        Computed from the per-key memory (one pass over the keys), not on the hot path.
+        """
+        newest: dict[type, int | float] = {}
+        for t, event in self._state.values():
+            kind = type(event)
+            if t > newest.get(kind, float("-inf")):
+                newest[kind] = t
+        return {_CHANNEL[kind]: t for kind, t in newest.items()}
