@@ -14,7 +14,7 @@ archive without re-encoding).
 from __future__ import annotations
 
 from enum import StrEnum
-from typing import TypeAlias
+from typing import TypeAlias, cast
 
 import msgspec
 
@@ -124,11 +124,12 @@ def _classify(message: str) -> RejectReason:
 class FrameDecoder:
     """Decodes frames; build one and reuse it (decoders are built once, symbols cached)."""
 
-    __slots__ = ("_frame", "_element", "_probe", "_str", "_valid_symbols")
+    __slots__ = ("_frame", "_element", "_whole", "_probe", "_str", "_valid_symbols")
 
     def __init__(self) -> None:
         self._frame = msgspec.json.Decoder(list[msgspec.Raw])
         self._element = msgspec.json.Decoder(_ElementType)
+        self._whole = msgspec.json.Decoder(list[_ElementType])
         self._probe = msgspec.json.Decoder(_Probe)
         self._str = msgspec.json.Decoder(str)
         self._valid_symbols: set[str] = set()
@@ -137,6 +138,10 @@ class FrameDecoder:
         self, data: bytes | bytearray | memoryview | str, *, keep_raw: bool = False
     ) -> DecodedFrame:
         """Decode one frame. Never raises; see :class:`DecodedFrame`."""
+        if not keep_raw:
+            fast = self._decode_whole(data)
+            if fast is not None:
+                return fast
         events: list[MarketEvent] = []
         statuses: list[StatusMessage] = []
         rejects: list[Reject] = []
@@ -194,6 +199,28 @@ class FrameDecoder:
             if keep_raw:
                 archive.append((event.channel, symbol, raw))
         return frame
+
+    def _decode_whole(self, data: bytes | bytearray | memoryview | str) -> DecodedFrame | None:
+        """The fast path: the whole frame in one typed decode, when every element is good.
+
+        Returns ``None`` (use the per-element path) when any element fails validation, the
+        frame is not an array or not JSON, or a status or a new symbol needs a closer look.
+        """
+        try:
+            items = self._whole.decode(data)
+        except (
+            msgspec.ValidationError,
+            msgspec.DecodeError,
+            RecursionError,
+            UnicodeError,
+            TypeError,
+        ):
+            return None
+        valid = self._valid_symbols
+        for item in items:
+            if isinstance(item, StatusMessage) or item.symbol not in valid:
+                return None
+        return DecodedFrame(cast(list[MarketEvent], items), [], [], [])
 
     def _reject(self, raw: msgspec.Raw, reason: RejectReason, detail: str) -> Reject:
         channel: Channel | None = None

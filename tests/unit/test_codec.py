@@ -298,3 +298,14 @@ def test_decode_of_encode_is_identity(wire: dict) -> None:
     for event in frame.events:
         again = decode_frame(b"[" + msgspec.json.encode(event) + b"]").events
         assert again == [event]
+
+
+@given(s.frames)
+def test_fast_path_and_element_path_agree(elements: list) -> None:
+    """keep_raw=False may take the whole-frame path; the result must be the same."""
+    data = s.dumps(elements)
+    fast, slow = FrameDecoder(), FrameDecoder()
+    for _ in range(2):  # the second round has every valid symbol cached: the fast path
+        a, b = fast.decode(data), slow.decode(data, keep_raw=True)
+        assert a.events == b.events and a.statuses == b.statuses
+        assert [r.reason for r in a.rejects] == [r.reason for r in b.rejects]
