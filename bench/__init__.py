@@ -1,0 +1,1 @@
+"""The polygon-sink benchmark (issue 7); run it with ``./scripts/bench``."""

@@ -1,0 +1,122 @@
+"""How a run ends and what it must satisfy.
+
+* Seeded flat-out runs end when every key holds its final event: first the key of each
+  host's very last event is polled (every 5 ms), then the keys of each host's last frame;
+  then every key is checked once (the end moves to the first full check that passes, if
+  the first one does not).
+* Paced (latency) runs end when both simulators have delivered everything and the sink's
+  ``/metrics`` shows every event taken and no key pending (scraped every 50 ms, only after
+  the feeds are done).
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Callable
+
+from bench.context import RunContext, Snapshot
+from bench.expected import Expected
+from bench.probe import metric_sum, scrape_metrics
+from bench.procs import Child
+
+__all__ = ["LATENCY_WARMUP_S", "check_sink", "latencies", "until_drained", "until_final"]
+
+LATENCY_WARMUP_S = 0.5
+
+
+def until_final(
+    run: RunContext, client: Child, expected: Expected, t0: float, alive: Callable[[], bool]
+) -> Snapshot | None:
+    probe, r = run.probe, run.result
+    assert probe is not None
+    timeout = 60.0 + run.w.events / 10_000
+    seen = probe.wait_finals(expected.last_keys, expected, timeout, alive)
+    if seen is not None:
+        seen = probe.wait_finals(expected.sentinels, expected, 30.0, alive)
+    if seen is None:
+        r.fail(f"did not complete: the last events were not in Redis after {timeout:.0f} s")
+        return None
+    end = run.snap(client, seen)
+    bad, examples = probe.mismatches(expected)
+    deadline = time.monotonic() + 10.0
+    while bad and time.monotonic() < deadline:
+        time.sleep(0.005)
+        bad, examples = probe.mismatches(expected)
+        if not bad:
+            end = run.snap(client)
+            r.extra["note"] = f"full check passed {end.t - seen:.3f} s after the last keys"
+    if bad:
+        r.fail(f"{bad} of {len(expected.finals)} keys do not hold their final event: {examples}")
+        return None
+    r.extra["keys_verified"] = len(expected.finals)
+    return end
+
+
+def until_drained(
+    run: RunContext, client: Child, health_port: int, alive: Callable[[], bool]
+) -> Snapshot | None:
+    r, w = run.result, run.w
+    timeout = 60.0 + 3 * w.events / w.rate
+    for role, host in run.hosts.items():
+        if not host.wait_delivered(run.per_host[role], timeout):
+            r.fail(f"the {role} simulator delivered {host.delivered} of {run.per_host[role]}")
+            return None
+    deadline = time.monotonic() + 30.0
+    while alive() and time.monotonic() < deadline:
+        metrics = scrape_metrics(health_port)
+        if (
+            metric_sum(metrics, "polygon_events_total") >= w.events
+            and metric_sum(metrics, "polygon_pending_keys") == 0
+        ):
+            return run.snap(client)
+        time.sleep(0.05)
+    r.fail("the sink did not take and write every event within 30 s of the end of the feed")
+    return None
+
+
+def latencies(run: RunContext, t0_wall: float) -> None:
+    sampler, r = run.sampler, run.result
+    assert sampler is not None
+    if sampler.error is not None:
+        r.fail(f"latency sampler failed: {sampler.error!r}")
+    since = t0_wall + LATENCY_WARMUP_S
+    kept = [
+        (lat, width, flushed) for at, lat, width, flushed in sampler.observations if at >= since
+    ]
+    if not kept:
+        r.fail("no latency observations")
+        return
+    r.latency_ms = [lat for lat, _, _ in kept]
+    r.extra["negative_latency_share"] = round(sum(lat < 0 for lat in r.latency_ms) / len(kept), 4)
+    r.extra["latency_samples"] = len(kept)
+    r.extra["latency_window_ms_median"] = round(statistics.median(w for _, w, _ in kept), 3)
+    flushed = statistics.quantiles([f for _, _, f in kept], n=100)
+    r.extra["updated_at_minus_ts_ms_p50_p99"] = [round(flushed[49], 1), round(flushed[98], 1)]
+
+
+def check_sink(
+    run: RunContext, metrics: dict[str, dict[str, float]], expected: Expected | None
+) -> None:
+    r, w = run.result, run.w
+    events = {k.split('"')[1]: int(v) for k, v in metrics.get("polygon_events_total", {}).items()}
+    taken = sum(events.values())
+    if expected is not None and events != expected.counts:
+        r.fail(f"sink counted {events} per channel, the replay says {expected.counts}")
+    elif taken != w.events:
+        r.fail(f"sink took {taken} events, the simulators delivered {w.events}")
+    for name in (
+        "polygon_late_dropped_total",
+        "polygon_rejects_total",
+        "polygon_redis_flush_failures_total",
+        "polygon_feed_disconnects_total",
+    ):
+        if metric_sum(metrics, name):
+            r.fail(f"{name} = {metric_sum(metrics, name):.0f}")
+    r.extra["redis_writes"] = int(metric_sum(metrics, "polygon_redis_writes_total"))
+    if w.s3:
+        lines = metric_sum(metrics, "polygon_archive_lines_appended")
+        dropped = metric_sum(metrics, "polygon_archive_dropped_lines")
+        r.extra["archive"] = {"lines_appended": int(lines), "dropped_lines": int(dropped)}
+        if lines != w.events or dropped:
+            r.fail(f"archive appended {lines:.0f} lines of {w.events}, dropped {dropped:.0f}")

@@ -1,0 +1,271 @@
+"""Medians, spreads, targets and ratios; the printed table and the JSON document."""
+
+from __future__ import annotations
+
+import os
+import platform
+import statistics
+import subprocess
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from bench.run_one import RunResult
+from bench.workloads import Workload
+
+__all__ = ["Summary", "machine", "render", "summarise", "to_json"]
+
+METRICS = (
+    "events_per_s",
+    "cpu_us_per_event",
+    "busy_cores",
+    "peak_rss_mb",
+    "commands_per_event",
+    "p50_ms",
+    "p99_ms",
+)
+"""The figures of a run (:func:`figures`), in the table's column order."""
+
+
+def _percentile(values: Sequence[float], q: int) -> float:
+    if len(values) < 2:
+        return values[0]
+    return statistics.quantiles(values, n=100, method="inclusive")[q - 1]
+
+
+def figures(r: RunResult) -> dict[str, float | None]:
+    lat = r.latency_ms
+    return {
+        "events_per_s": r.events_per_s,
+        "cpu_us_per_event": r.cpu_us_per_event,
+        "busy_cores": r.cpu_s / r.seconds if r.seconds > 0 and r.peak_rss_bytes else None,
+        "peak_rss_mb": r.peak_rss_bytes / 2**20 if r.peak_rss_bytes else None,
+        "commands_per_event": r.commands_per_event if r.redis_commands else None,
+        "p50_ms": _percentile(lat, 50) if lat else None,
+        "p99_ms": _percentile(lat, 99) if lat else None,
+    }
+
+
+@dataclass
+class Target:
+    metric: str
+    op: str  # ">=" or "<="
+    value: float
+    label: str
+
+    def met(self, figure: float | None) -> bool | None:
+        if figure is None:
+            return None
+        return figure >= self.value if self.op == ">=" else figure <= self.value
+
+
+@dataclass
+class Summary:
+    workload: Workload
+    runs: list[RunResult]
+    median: dict[str, float | None]
+    low: dict[str, float | None]
+    high: dict[str, float | None]
+    targets: list[Target]
+
+    @property
+    def ok(self) -> bool:
+        return bool(self.runs) and all(r.ok for r in self.runs)
+
+    def checks(self) -> list[tuple[Target, bool | None]]:
+        return [(t, t.met(self.median.get(t.metric))) for t in self.targets]
+
+
+def summarise(w: Workload, runs: list[RunResult]) -> Summary:
+    good = [figures(r) for r in runs if r.ok] or [figures(r) for r in runs]
+    median: dict[str, float | None] = {}
+    low: dict[str, float | None] = {}
+    high: dict[str, float | None] = {}
+    for m in METRICS:
+        values = [v for f in good if (v := f[m]) is not None]
+        median[m] = statistics.median(values) if values else None
+        low[m] = min(values) if values else None
+        high[m] = max(values) if values else None
+    return Summary(w, runs, median, low, high, [])
+
+
+def add_targets(summaries: dict[str, Summary]) -> None:
+    """The targets of issue 7 (informational: they never change the exit code)."""
+    t = Target
+    fixed = {
+        "1": [t("events_per_s", ">=", 500_000, "≥500k"), t("cpu_us_per_event", "<=", 2.0, "≤2")],
+        "2": [t("events_per_s", ">=", 400_000, "≥400k"), t("peak_rss_mb", "<=", 150, "≤150")],
+        "3a": [t("p99_ms", "<=", 5.0, "≤5")],
+        "3b": [t("p99_ms", "<=", 50.0, "≤50")],
+        "5": [t("events_per_s", ">=", 100_000, "≥100k")],
+    }
+    for key, targets in fixed.items():
+        if key in summaries:
+            summaries[key].targets = targets
+    one = summaries.get("1")
+    if "4" in summaries and one is not None and one.median["cpu_us_per_event"]:
+        base = one.median["cpu_us_per_event"]
+        summaries["4"].targets = [t("cpu_us_per_event", "<=", base * 1.3, f"≤1.3×{base:.2f}")]
+    five = summaries.get("5")
+    if five is not None and five.runs:
+        # Conflation: at most one SET per key per flush interval (1 s by default on
+        # Upstash), so commands <= keys x (seconds + 1) over a run.
+        keys = 4 * five.workload.symbols
+        limits = [keys * (r.seconds + 1) / r.events for r in five.runs if r.events]
+        if limits:
+            limit = min(limits)
+            five.targets.append(t("commands_per_event", "<=", limit, f"≤{limit:.3f}"))
+
+
+def _fmt(metric: str, value: float | None) -> str:
+    if value is None:
+        return "-"
+    if metric == "events_per_s":
+        return f"{value:,.0f}"
+    if metric == "peak_rss_mb":
+        return f"{value:.0f}"
+    if metric == "commands_per_event":
+        return f"{value:.3f}" if value < 10 else f"{value:.0f}"
+    if metric in ("p50_ms", "p99_ms"):
+        return f"{value:.1f}"
+    return f"{value:.2f}"
+
+
+def _short(metric: str, value: float | None) -> str:
+    if value is None:
+        return "-"
+    if metric == "events_per_s":
+        return f"{value / 1000:.0f}k" if value >= 10_000 else f"{value:,.0f}"
+    return _fmt(metric, value)
+
+
+COLUMNS: list[tuple[str, str, int]] = [
+    ("events_per_s", "events/s", 26),
+    ("cpu_us_per_event", "CPU µs/ev", 22),
+    ("busy_cores", "sink cores", 12),
+    ("peak_rss_mb", "peak RSS MB", 16),
+    ("commands_per_event", "Redis cmd/ev", 18),
+    ("p50_ms", "p50 ms", 14),
+    ("p99_ms", "p99 ms", 16),
+]
+TITLE_WIDTH = 44
+
+
+def render(summaries: dict[str, Summary], write: Callable[[str], None]) -> None:
+    head = f"{'workload':<{TITLE_WIDTH}}" + "".join(f"{h:>{w}}" for _, h, w in COLUMNS)
+    write(head + "  result")
+    write("-" * (len(head) + 8))
+    base = summaries.get("cmp")
+    for key, s in summaries.items():
+        marks = {
+            t.metric: f" {'✓' if ok else '✗'}{t.label}" for t, ok in s.checks() if ok is not None
+        }
+        cells = [_fmt(m, s.median[m]) + marks.get(m, "") for m, _, _ in COLUMNS]
+        result = "ok" if s.ok else "FAILED"
+        write(f"{s.workload.title:<{TITLE_WIDTH}}" + _cells(cells) + f"  {result}")
+        if len(s.runs) > 1:
+            spread = [
+                "-" if s.low[m] is None else f"{_short(m, s.low[m])}–{_short(m, s.high[m])}"
+                for m, _, _ in COLUMNS
+            ]
+            write(f"{'  min–max of ' + str(len(s.runs)) + ' runs':<{TITLE_WIDTH}}" + _cells(spread))
+        if base is not None and key not in ("cmp", "feed"):
+            write(f"{'  × comparator':<{TITLE_WIDTH}}" + _cells(_ratios(s, base, key)))
+        for r in s.runs:
+            for problem in r.problems:
+                write(f"  ! run failed: {problem}")
+        ahead = max((r.extra.get("negative_latency_share", 0.0) for r in s.runs), default=0.0)
+        if ahead > 0.001:
+            write(
+                f"  ! {ahead:.1%} of latency samples were negative: event times ran ahead of "
+                "the clock (too many events per symbol)"
+            )
+        cores = _median_cores(s.runs)
+        if cores:
+            shown = ", ".join(f"{k} {v:.2f}" for k, v in cores.items() if k != "machine")
+            total = f" = {cores['machine']:.2f} of {os.cpu_count()}" if "machine" in cores else ""
+            write(f"  cores: {shown}{total}")
+        foreign = [r.extra.get("foreign_cores", 0.0) for r in s.runs]
+        if foreign and max(foreign) > 0.25:
+            write(f"  ! other processes used up to {max(foreign):.2f} cores during these runs")
+
+
+def _median_cores(runs: Sequence[RunResult]) -> dict[str, float]:
+    """Median cores per process kind over ``runs`` (``client`` is the sink, comparator or
+    null client; ``feed`` the two simulators; ``other`` processes outside the benchmark)."""
+    rows = [r.extra["cores"] for r in runs if "cores" in r.extra]
+    names = dict.fromkeys(name for row in rows for name in row)
+    return {n: statistics.median(row[n] for row in rows if n in row) for n in names}
+
+
+def _cells(cells: Sequence[str]) -> str:
+    return "".join(f"{c:>{w}}" for c, (_, _, w) in zip(cells, COLUMNS, strict=True))
+
+
+def _ratios(s: Summary, base: Summary, key: str) -> list[str]:
+    out = []
+    for m, _, _ in COLUMNS:
+        mine, theirs = s.median[m], base.median[m]
+        if mine is None or not theirs:
+            out.append("-")
+            continue
+        text = f"{mine / theirs:.3g}×"
+        if key == "1" and m == "events_per_s":
+            text += " ✓≥30×" if mine / theirs >= 30 else " ✗≥30×"
+        out.append(text)
+    return out
+
+
+def machine() -> dict[str, Any]:
+    model = "unknown"
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            model = line.split(":", 1)[1].strip()
+            break
+    try:
+        redis_version = subprocess.run(
+            ["redis-server", "--version"], capture_output=True, text=True, timeout=10
+        ).stdout.split()[2]
+    except (OSError, IndexError, subprocess.SubprocessError):
+        redis_version = "unknown"
+    return {
+        "cpu": model,
+        "cores": os.cpu_count(),
+        "usable_cores": len(os.sched_getaffinity(0)),
+        "memory_gb": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 1e9, 1),
+        "kernel": platform.release(),
+        "python": platform.python_version(),
+        "redis": redis_version.removeprefix("v="),
+        "loadavg": os.getloadavg(),
+    }
+
+
+def to_json(summaries: dict[str, Summary]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, s in summaries.items():
+        out[key] = {
+            "title": s.workload.title,
+            "ok": s.ok,
+            "median": s.median,
+            "min": s.low,
+            "max": s.high,
+            "targets": [
+                {"metric": t.metric, "op": t.op, "value": t.value, "met": ok}
+                for t, ok in s.checks()
+            ],
+            "runs": [
+                {
+                    "ok": r.ok,
+                    "problems": r.problems,
+                    "events": r.events,
+                    "seconds": r.seconds,
+                    "sink_cpu_s": r.cpu_s,
+                    "redis_commands": r.redis_commands,
+                    **figures(r),
+                    "extra": r.extra,
+                }
+                for r in s.runs
+            ],
+        }
+    return out
