@@ -133,6 +133,10 @@ class RunContext:
         r.extra["cores"] = {k: round(v / seconds, 2) for k, v in cores.items()}
         r.extra["cores"]["machine"] = round(machine / seconds, 2)
         r.extra["foreign_cores"] = r.extra["cores"]["other"]
+        if feed > 0 and not self.w.paced:
+            # The simulators do the same work per event in every flat-out run, so this
+            # ratio is steadier than raw µs/event when the machine's speed drifts.
+            r.extra["client_vs_feed_cpu"] = round(r.cpu_s / feed, 3)
         r.extra["commands"] = {
             k: v - a.commands.get(k, 0) for k, v in b.commands.items() if v - a.commands.get(k, 0)
         }

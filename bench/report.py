@@ -195,7 +195,11 @@ def render(summaries: dict[str, Summary], write: Callable[[str], None]) -> None:
         if cores:
             shown = ", ".join(f"{k} {v:.2f}" for k, v in cores.items() if k != "machine")
             total = f" = {cores['machine']:.2f} of {os.cpu_count()}" if "machine" in cores else ""
-            write(f"  cores: {shown}{total}")
+            ratios = [
+                r.extra["client_vs_feed_cpu"] for r in s.runs if "client_vs_feed_cpu" in r.extra
+            ]
+            steady = f"; client CPU = {statistics.median(ratios):.2f}× feed CPU" if ratios else ""
+            write(f"  cores: {shown}{total}{steady}")
         foreign = [r.extra.get("foreign_cores", 0.0) for r in s.runs]
         if foreign and max(foreign) > 0.25:
             write(f"  ! other processes used up to {max(foreign):.2f} cores during these runs")
