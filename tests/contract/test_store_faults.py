@@ -199,3 +199,29 @@ def test_upstash_url_rules() -> None:
         UpstashLatestStore("https://user:pw@example.upstash.io", TOKEN)
     UpstashLatestStore("http://127.0.0.1:8079", TOKEN)  # loopback test servers are fine
     UpstashLatestStore("http://[::1]:8079/", TOKEN)
+
+
+@pytest.mark.parametrize("portable", [False, True], ids=["hiredis-fast-path", "portable-path"])
+async def test_redis_error_replies_are_surfaced_and_the_connection_stays_usable(
+    private_redis, monkeypatch, portable
+) -> None:
+    """An OOM reply in the middle of a batch: counted, raised as StoreUnavailable, and the
+    replies after it are still read (the next batch works on the same pool)."""
+    import polygon_adapters.redis_store as module
+
+    if portable:
+        monkeypatch.setattr(module, "_NOT_ENOUGH_DATA", None)
+    admin = aioredis.Redis.from_url(private_redis.url)
+    store = RedisLatestStore.from_url(private_redis.url)
+    batch = [LatestValue(f"stock:quote:E{i}", b"x" * 200, 60) for i in range(2000)]
+    await store.put_many(batch)
+    await admin.config_set("maxmemory-policy", "noeviction")
+    await admin.config_set("maxmemory", "1")
+    with pytest.raises(StoreUnavailable, match="OutOfMemoryError") as info:
+        await store.put_many(batch)
+    assert "2000 of 2000 SET commands failed" in str(info.value)
+    await admin.config_set("maxmemory", "0")
+    await store.put_many(batch)
+    assert await admin.get("stock:quote:E1999") == b"x" * 200
+    await store.aclose()
+    await admin.aclose()
