@@ -112,6 +112,7 @@ class Ingest:
         self.archived_by_channel: Counter[Channel] = Counter()
         self.rejects_by_reason: Counter[str] = Counter()
         self.stats = FlushStats()
+        self._newest_written: dict[Channel, int | float] = {}
         self._stopping = False
         self._last_flush_start = float("-inf")
         self._last_flush_end = float("-inf")
@@ -124,8 +125,10 @@ class Ingest:
 
     @property
     def newest_event_time(self) -> dict[Channel, int | float]:
-        """The newest event time seen per channel (``s`` for AM, ``t`` otherwise)."""
-        return self.buffer.newest_by_channel
+        """The newest event time written to the store per channel (``s`` for AM, ``t``
+        otherwise). Lag = now − this, so it also grows while the store is down. Kept per
+        written value (after conflation), not per event."""
+        return dict(self._newest_written)
 
     @property
     def keep_raw(self) -> bool:
@@ -232,6 +235,11 @@ class Ingest:
             self.buffer.requeue(batch)
             raise
         self._on_success(values, clock.monotonic_s() - started)
+        newest = self._newest_written
+        for _key, t, event in batch:
+            channel = event.channel
+            if t > newest.get(channel, float("-inf")):
+                newest[channel] = t
         return True
 
     async def _flush_with_retry(self) -> None:
