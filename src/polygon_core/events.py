@@ -46,8 +46,12 @@ class Channel(StrEnum):
     Q = "Q"
 
 
-class PolygonEvent(msgspec.Struct, tag_field="ev", frozen=True, kw_only=True):
-    """Base of every message model; ``ev`` is the tag."""
+class PolygonEvent(msgspec.Struct, tag_field="ev", frozen=True, kw_only=True, gc=False):
+    """Base of every message model; ``ev`` is the tag.
+
+    ``gc=False``: events are immutable leaves that never take part in a reference cycle, so
+    the cyclic garbage collector need not track them (the service holds one per key).
+    """
 
 
 class MinuteAggregate(PolygonEvent, tag="AM", frozen=True, kw_only=True):
