@@ -45,6 +45,9 @@ class SimulatorConfig:
     events_per_frame: int = 50
     """Data events per frame (fewer when paced slowly, at the ``max_events`` cap, or when a
     frame also carries statuses)."""
+    max_frame_delay_s: float = 0.001
+    """When paced: a frame goes out once ``events_per_frame`` events are due or once the
+    oldest due event has waited this long, whichever comes first (0: at once)."""
     seed: int | None = None
     """Makes each host's event stream reproducible (with the synthetic clock)."""
     max_events: int | None = None
@@ -97,6 +100,8 @@ class SimulatorConfig:
             raise ValueError("events_per_frame must be at least 1")
         if self.events_per_second < 0:
             raise ValueError("events_per_second must not be negative")
+        if self.max_frame_delay_s < 0:
+            raise ValueError("max_frame_delay_s must not be negative")
         if self.max_events is not None and self.max_events < 0:
             raise ValueError("max_events must not be negative")
         if self.ack_style not in ("one_frame", "frame_per_topic"):
@@ -162,6 +167,12 @@ def config_from_args(argv: Sequence[str] | None = None) -> tuple[SimulatorConfig
     add("--symbols", default=None, help="comma-separated universe (default: a realistic list)")
     add("--rate", type=float, default=0.0, help="events/s per connection (0: as fast as read)")
     add("--events-per-frame", type=int, default=50)
+    add(
+        "--max-frame-delay",
+        type=float,
+        default=0.001,
+        help="when paced, seconds the oldest due event may wait for a fuller frame",
+    )
     add("--seed", type=int, default=None, help="reproducible events (synthetic clock)")
     add("--max-events", type=int, default=None, help="stop sending after this many events")
     add("--ack-style", choices=["one_frame", "frame_per_topic"], default="one_frame")
@@ -181,6 +192,7 @@ def config_from_args(argv: Sequence[str] | None = None) -> tuple[SimulatorConfig
         symbols=symbols,
         events_per_second=args.rate,
         events_per_frame=args.events_per_frame,
+        max_frame_delay_s=args.max_frame_delay,
         seed=args.seed,
         max_events=args.max_events,
         ack_style=args.ack_style,

@@ -3,7 +3,10 @@
 Per connection the reader task (the websockets handler) answers control messages and a
 writer task streams data. Every frame is a JSON array built by joining pre-encoded event
 bytes, sent as a text frame with ``await send`` (backpressure: a slow reader slows the
-writer; with a rate set, a reader too far behind can get ``slow_consumer``).
+writer; with a rate set, a reader too far behind can get ``slow_consumer``). Paced
+(``events_per_second`` > 0) the writer is frame-clocked on a schedule fixed from its start:
+it sleeps until ``events_per_frame`` events are due or the oldest has waited
+``max_frame_delay_s``, and stamps each event (wall clock) with its due time.
 
 Wire behaviour (``polygon-protocol.md`` §2, §3, §6): the first frame is ``connected``; an
 auth frame with the right key gets ``auth_success``, a wrong one ``auth_failed`` and a TCP
@@ -17,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 from collections import deque
 from typing import TYPE_CHECKING, Any
@@ -51,6 +55,8 @@ if TYPE_CHECKING:
 __all__ = ["Connection", "Streamer"]
 
 logger = logging.getLogger(__name__)
+_HOLD_STATUS_S = 0.005
+"""Paced: statuses wait for the next data frame only when it is due within this long."""
 
 
 class Connection:
@@ -218,31 +224,45 @@ class Streamer:
         script = None if sim.scripts is None else sim.scripts[conn.role]
         truth, record = sim.truth, conn.record
         epf, rate = sim.config.events_per_frame, sim.config.events_per_second
+        max_delay = sim.config.max_frame_delay_s
         lag_limit, buffer_limit = sim.config.slow_consumer_lag_s, sim.config.write_limit_bytes
         loop = asyncio.get_running_loop()
-        started, paced = -1.0, 0  # pacing schedule: start time and events sent since
+        # Pacing schedule, fixed from its start (no drift): event k (0-based) falls due at
+        # started + (k + 1) / rate; ``paced`` events were sent since. ``clock`` maps due
+        # times to wall-clock ms (epoch ms at ``started``, ms per event).
+        started, paced, clock = -1.0, 0, (0.0, 0.0)
         frames = 0
         while not conn.closing:
             if host_faults.armed:
                 await self._take_faults(conn, host_faults)
             ready = bool(conn.picks) if script is None else bool(script and record.topics)
             want = epf
+            due_at: tuple[float, float] | None = None
             if rate > 0 and ready:
                 now = loop.time()
                 if started < 0:
                     started, paced = now, 0
+                    clock = (time.time() * 1000 - (loop.time() - now) * 1000, 1000 / rate)
                 due = int((now - started) * rate) - paced
                 if lag_limit is not None and due > rate * lag_limit:
                     sim.kill(conn, 1008, "", StatusKill.SLOW_CONSUMER)
                     return
-                if due <= 0:
-                    await self._flush(conn)
-                    await conn.rest(max((paced + 1) / rate - (now - started), 0.002))
-                    continue
+                if due < epf:
+                    # Frame-clocked: wait for a full frame or for the oldest due event to
+                    # have waited max_delay, whichever comes first.
+                    oldest = started + (paced + 1) / rate
+                    deadline = min(started + (paced + epf) / rate, oldest + max_delay)
+                    if due <= 0 or now < deadline:
+                        wait = max(deadline - now, 0.0)
+                        if conn.pending and wait > _HOLD_STATUS_S:
+                            await self._flush(conn)  # do not hold statuses for long
+                        await conn.rest(wait)
+                        continue
                 if ws.transport.get_write_buffer_size() >= buffer_limit // 2:
                     await conn.rest(0.005)  # a slow reader: fall behind (and maybe get cut)
                     continue
                 want = min(due, epf)
+                due_at = (clock[0] + paced * clock[1], clock[1])
             n = sim.take_budget(want) if ready else 0
             if n == 0:
                 started = -1.0
@@ -254,7 +274,7 @@ class Streamer:
             latest: Latest | None = [] if truth.track_latest else None
             if script is None:
                 events: list[Event] = []
-                self._fill(conn, n, epf, events, counts)
+                self._fill(conn, n, due_at, events, counts)
                 body = encode(events)
                 parts.append(body[1:-1])
                 if latest is not None:
@@ -300,9 +320,18 @@ class Streamer:
         return taken
 
     def _fill(
-        self, conn: Connection, n: int, epf: int, events: list[Event], counts: list[int]
+        self,
+        conn: Connection,
+        n: int,
+        due_at: tuple[float, float] | None,
+        events: list[Event],
+        counts: list[int],
     ) -> None:
-        """``n`` synthetic events (one of them stale if armed), more when oversize is armed."""
+        """``n`` synthetic events (one of them stale if armed), more when oversize is armed.
+
+        ``due_at`` (paced mode): the wall-clock ms at which the first of the ``n`` events
+        fell due and the ms between events; each event's time is its due ms (never later
+        than now). ``None``: every event is stamped now."""
         market = self.sim.markets[conn.role]
         now_ms = int(time.time() * 1000)
         if conn.stale:
@@ -312,7 +341,16 @@ class Streamer:
                 counts[stale[0]] += 1
                 events.append(stale[1])
                 n -= 1
-        market.fill(conn.picks, n, now_ms, events, counts)
+        if due_at is None or market.synthetic:
+            market.fill(conn.picks, n, now_ms, events, counts)
+        else:
+            first, step = due_at
+            done = 0
+            while done < n:  # one fill per distinct due ms
+                ms = int(first + (done + 1) * step)
+                upto = min(n, max(done + 1, math.ceil((ms + 1 - first) / step) - 1))
+                market.fill(conn.picks, upto - done, min(ms, now_ms), events, counts)
+                done = upto
         if conn.oversize:
             target, size = conn.oversize.pop(0), len(encode(events))
             while size < target:

@@ -480,6 +480,54 @@ async def test_paced_rate() -> None:
         assert 0.3 < elapsed < 1.5
 
 
+@pytest.mark.parametrize("host", ["delayed", "realtime"])
+async def test_paced_frames_are_frame_clocked(host: str) -> None:
+    """Under load a paced host packs many events per frame (a frame goes out when
+    ``events_per_frame`` are due or the oldest due event waited ``max_frame_delay_s``),
+    keeps the exact rate, and stamps each event with its due time: never after receipt
+    (unless the per-symbol ``previous + 1`` rule pushed it) and at most the frame delay
+    plus a few ms old (99 %; a scheduling stall on a busy machine may add more)."""
+    rate, delay_s = 20_000, 0.001
+    symbols = DEFAULT_SYMBOLS + tuple(f"Z{i:03d}" for i in range(216))  # few per-symbol ties
+    async with simulator(
+        events_per_second=rate, events_per_frame=50, max_frame_delay_s=delay_s, symbols=symbols
+    ) as sim:
+        async with session(sim.url(host)) as ws:
+            # every event carrying a time of its symbol (AM's internal time is not on the wire)
+            await ws.send(subscribe("T.*,Q.*" if host == "delayed" else "FMV.*"))
+            sizes: list[int] = []
+            ages: list[float] = []
+            last_t: dict[str, int] = {}
+            pushed = 0
+            start = end = 0.0
+            while end - start < 1.0:
+                message = await ws.recv()
+                received_ms = time.time() * 1000
+                end = time.monotonic()
+                events = [e for e in json.loads(message) if e.get("ev") != "status"]
+                if not events:
+                    continue
+                for event in events:
+                    previous = last_t.get(event["sym"], -2)
+                    t = last_t[event["sym"]] = event["t"]
+                    if t > received_ms:
+                        assert t == previous + 1, "an event from the future"
+                        pushed += 1
+                    else:
+                        ages.append(received_ms - t)
+                if not start:
+                    start = end  # the rate counts from the first data frame on
+                    continue
+                sizes.append(len(events))
+    delivered = sum(sizes)
+    assert abs(delivered / (end - start) - rate) < 0.05 * rate
+    assert sorted(sizes)[len(sizes) // 2] >= 10, "tiny frames under load"
+    assert pushed < 0.05 * delivered
+    ages.sort()  # ms; a loaded 2-core machine may stall a frame now and then
+    assert ages[int(len(ages) * 0.99)] <= delay_s * 1000 + 5, "events waited beyond the delay"
+    assert ages[-1] <= delay_s * 1000 + 50
+
+
 async def test_reset_turns_queued_faults_off() -> None:
     async with simulator(rest=True) as sim, aiohttp.ClientSession() as http:
         sim.faults.reject_auth(3)
