@@ -13,7 +13,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable
 from typing import Any, Protocol
 
 from polygon_adapters.polygon_ws import PolygonWebSocketFeed
@@ -53,7 +53,6 @@ class Service:
         health_interval_s: float,
         shutdown_timeout_s: float,
         archive: ArchiveRunner | None = None,
-        extra_tasks: list[Callable[[], Awaitable[None]]] | None = None,
         discovery_attempts: int = 5,
         discovery_backoff_s: float = 0.5,
     ) -> None:
@@ -67,7 +66,6 @@ class Service:
         self._ticker_limit = ticker_limit
         self._health_interval_s = health_interval_s
         self._shutdown_timeout_s = shutdown_timeout_s
-        self._extra = extra_tasks or []
         self._discovery_retry = (discovery_attempts, discovery_backoff_s)
         self._stop = asyncio.Event()
         self.report = report
@@ -124,8 +122,6 @@ class Service:
         start("health-log", self._health_log())
         if self.archive is not None:
             start("archive", self.archive.run())
-        for extra in self._extra:
-            start(getattr(extra, "__name__", "task"), extra())
         stopper = asyncio.ensure_future(self._stop.wait())
         code = 0
         try:
