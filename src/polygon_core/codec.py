@@ -138,10 +138,9 @@ class FrameDecoder:
         self, data: bytes | bytearray | memoryview | str, *, keep_raw: bool = False
     ) -> DecodedFrame:
         """Decode one frame. Never raises; see :class:`DecodedFrame`."""
-        if not keep_raw:
-            fast = self._decode_whole(data)
-            if fast is not None:
-                return fast
+        fast = self._decode_whole(data, keep_raw)
+        if fast is not None:
+            return fast
         events: list[MarketEvent] = []
         statuses: list[StatusMessage] = []
         rejects: list[Reject] = []
@@ -200,7 +199,9 @@ class FrameDecoder:
                 archive.append((event.channel, symbol, raw))
         return frame
 
-    def _decode_whole(self, data: bytes | bytearray | memoryview | str) -> DecodedFrame | None:
+    def _decode_whole(
+        self, data: bytes | bytearray | memoryview | str, keep_raw: bool
+    ) -> DecodedFrame | None:
         """The fast path: the whole frame in one typed decode, when every element is good.
 
         Returns ``None`` (use the per-element path) when any element fails validation, the
@@ -220,7 +221,14 @@ class FrameDecoder:
         for item in items:
             if isinstance(item, StatusMessage) or item.symbol not in valid:
                 return None
-        return DecodedFrame(cast(list[MarketEvent], items), [], [], [])
+        events = cast(list[MarketEvent], items)
+        if not keep_raw:
+            return DecodedFrame(events, [], [], [])
+        raws = self._frame.decode(data)  # cannot fail: the typed decode just succeeded
+        archive: list[ArchiveEntry] = [
+            (event.channel, event.symbol, raw) for event, raw in zip(events, raws, strict=True)
+        ]
+        return DecodedFrame(events, [], [], archive)
 
     def _reject(self, raw: msgspec.Raw, reason: RejectReason, detail: str) -> Reject:
         channel: Channel | None = None
@@ -272,20 +280,33 @@ def archive_line(
     frame). The element's own fields follow byte for byte, ``ev`` and ``sym`` included.
     """
     body = memoryview(raw)
-    start = 1  # skip the element's opening brace
+    if len(body) > 1 and body[1] == 0x22:  # the usual shape: {"ev":... (no whitespace, not empty)
+        head = _HEADS.get((channel, symbol))
+        if head is None:
+            head = _head(channel, symbol)
+        return b"".join((head, ingest_ts, b'",', body[1:], b"\n"))
+    start = 1  # skip the element's opening brace and any whitespace after it
     end = len(body)
     while start < end and body[start] in b" \t\r\n":
         start += 1
     sep = b"" if start < end and body[start] == 0x7D else b","  # "}" means an empty object
-    return b"".join(
+    return b"".join((_head(channel, symbol), ingest_ts, b'"', sep, body[start:], b"\n"))
+
+
+_HEADS: dict[tuple[Channel, str | None], bytes] = {}
+_HEADS_LIMIT = 1 << 16
+
+
+def _head(channel: Channel, symbol: str | None) -> bytes:
+    """``{"channel":..,"symbol":..,"ingestTs":"`` for a channel and symbol (cached)."""
+    head = b"".join(
         (
             _LINE_PREFIX[channel],
             b"null" if symbol is None else _encode_str(symbol),
             b',"ingestTs":"',
-            ingest_ts,
-            b'"',
-            sep,
-            body[start:],
-            b"\n",
         )
     )
+    if len(_HEADS) >= _HEADS_LIMIT:
+        _HEADS.clear()
+    _HEADS[(channel, symbol)] = head
+    return head
