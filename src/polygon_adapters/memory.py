@@ -91,8 +91,11 @@ class InMemoryArchive:
         self.lines: dict[Channel, list[bytes]] = {c: [] for c in Channel}
         self.closed = False
 
-    def append(self, channel: Channel, line: bytes, ingest_ms: int) -> None:
-        self.lines[channel].append(line)
+    def append(self, channel: Channel, lines: bytes, ingest_ms: int, count: int = 1) -> None:
+        split = lines.splitlines(keepends=True)
+        if len(split) != count:
+            raise ValueError(f"append said {count} lines but got {len(split)}")
+        self.lines[channel].extend(split)
 
     async def aclose(self) -> None:
         self.closed = True

@@ -151,18 +151,23 @@ class S3MultipartArchive:
 
     # -- the socket reader's side: synchronous, no I/O --------------------------------------
 
-    def append(self, channel: Channel, line: bytes, ingest_ms: int) -> None:
-        """File one NDJSON line (a newline is added if missing). Never awaits or blocks."""
-        if not line.endswith(b"\n"):
-            line += b"\n"
+    def append(self, channel: Channel, lines: bytes, ingest_ms: int, count: int = 1) -> None:
+        """File ``count`` NDJSON lines of one channel (a final newline is added if missing).
+        Never awaits or blocks."""
+        line = lines if lines.endswith(b"\n") else lines + b"\n"
         n = len(line)
         stats = self.stats
         buffered = stats.bytes_buffered + n
         if buffered > self._limit:  # the budget; -1 once closing
-            self._refuse(channel, n)
+            self._refuse(channel, n, count)
             return
         lane = self._lanes[channel]
         obj = lane.obj
+        if count > 1 and (obj is None or obj.size_bytes + n > self._max_object):
+            # Rotation may fall between these lines: file them one by one (rare path).
+            for one in line.splitlines(keepends=True):
+                self.append(channel, one, ingest_ms)
+            return
         if (
             obj is None
             or ingest_ms >= obj.end_ms
@@ -171,18 +176,18 @@ class S3MultipartArchive:
             obj = self._roll(lane, channel, obj, ingest_ms)
         obj.buffer += line
         obj.size_bytes += n
-        obj.lines += 1
-        lane.lines += 1
+        obj.lines += count
+        lane.lines += count
         lane.bytes += n
         stats.bytes_buffered = buffered
-        stats.lines_buffered += 1
+        stats.lines_buffered += count
         if len(obj.buffer) >= self._part_size:
             obj.cut(self._part_size, final=False)
 
-    def _refuse(self, channel: Channel, n: int) -> None:
+    def _refuse(self, channel: Channel, n: int, count: int) -> None:
         why = "appended after close" if self._closing else "memory budget full"
         held = self.stats.bytes_buffered
-        self._drops.dropped(channel, n, self._clock.monotonic_s(), held, why)
+        self._drops.dropped(channel, n, self._clock.monotonic_s(), held, why, lines=count)
 
     def _roll(
         self, lane: _Lane, channel: Channel, obj: ArchiveObject | None, ingest_ms: int

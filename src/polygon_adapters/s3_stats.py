@@ -110,13 +110,19 @@ class DropLog:
         self._bytes = 0
 
     def dropped(
-        self, channel: Channel, nbytes: int, now_s: float, held_bytes: int, why: str
+        self,
+        channel: Channel,
+        nbytes: int,
+        now_s: float,
+        held_bytes: int,
+        why: str,
+        lines: int = 1,
     ) -> None:
         stats = self._stats
-        stats.dropped_lines[channel] += 1
+        stats.dropped_lines[channel] += lines
         stats.dropped_bytes[channel] += nbytes
         stats.dropping = True
-        self._lines[channel] += 1
+        self._lines[channel] += lines
         self._bytes += nbytes
         self._last_drop_s = now_s
         if self._started_s is None:

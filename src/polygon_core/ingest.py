@@ -148,10 +148,18 @@ class Ingest:
         archive = self._archive
         if archive is not None and frame.archive:
             ingest_ts = iso_ms(receive_ms).encode()
-            archived = self.archived_by_channel
+            chunks: dict[Channel, list[bytes]] = {}
             for channel, symbol, raw in frame.archive:
-                archive.append(channel, archive_line(channel, symbol, ingest_ts, raw), receive_ms)
-                archived[channel] += 1
+                line = archive_line(channel, symbol, ingest_ts, raw)
+                lines = chunks.get(channel)
+                if lines is None:
+                    chunks[channel] = [line]
+                else:
+                    lines.append(line)
+            archived = self.archived_by_channel
+            for channel, lines in chunks.items():
+                archive.append(channel, b"".join(lines), receive_ms, len(lines))
+                archived[channel] += len(lines)
         after = len(buffer)
         if (before == 0 < after) or (before < self._max_keys <= after):
             self._scheduler.poke()

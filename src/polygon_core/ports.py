@@ -50,9 +50,12 @@ class RawArchive(Protocol):
     """Keeps raw NDJSON lines per channel (S3 multipart, memory).
 
     ``append`` is synchronous and cheap: it buffers; uploads run in the background.
+    ``lines`` is one or more complete NDJSON lines of one channel, in arrival order, each
+    ending in ``\\n``; ``count`` says how many (the ingest hands over a frame's lines of a
+    channel at once).
     """
 
-    def append(self, channel: Channel, line: bytes, ingest_ms: int) -> None: ...
+    def append(self, channel: Channel, lines: bytes, ingest_ms: int, count: int = 1) -> None: ...
 
     async def aclose(self) -> None: ...
 

@@ -245,6 +245,26 @@ class RawArchiveContract:
             await backend.aclose()
         assert got == {c: [line for ch, line, _ in sent if ch is c] for c in Channel}
 
+    async def test_a_frames_lines_appended_at_once_count_one_by_one(self) -> None:
+        """The ingest hands over all of a frame's lines of a channel in one call."""
+        backend = self.backend_factory()
+        clock = ManualClock(T0_MS)
+        try:
+            archive = await backend.open(clock)
+            sent = archive_lines(30, clock.time_ms())
+            for channel in Channel:
+                lines = [line for ch, line, _ in sent if ch is channel]
+                if lines:
+                    archive.append(channel, b"".join(lines), clock.time_ms(), len(lines))
+            stats = getattr(archive, "stats", None)
+            if stats is not None:
+                assert sum(stats.lines_appended.values()) == len(sent)
+            await archive.aclose()
+            got = await backend.read_back()
+        finally:
+            await backend.aclose()
+        assert got == {c: [line for ch, line, _ in sent if ch is c] for c in Channel}
+
     def test_stateful(self) -> None:
         machine = type("Machine", (ArchiveMachine,), {"backend_factory": self.backend_factory})
         run_state_machine_as_test(
