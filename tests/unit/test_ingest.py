@@ -272,3 +272,29 @@ async def test_light_load_keeps_the_short_interval(running) -> None:
         await asyncio.sleep(0.004)
     await eventually(lambda: len(ingest.buffer) == 0)
     assert len(store.batches) >= 15  # nearly every event written on its own: fresh values
+
+
+class FailSecondChunk(InMemoryLatestStore):
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls = 0
+
+    async def put_many(self, values: Sequence[LatestValue]) -> None:
+        self.calls += 1
+        if self.calls == 2:
+            from polygon_core.errors import StoreUnavailable
+
+            raise StoreUnavailable("second chunk refused")
+        await super().put_many(values)
+
+
+async def test_a_batch_goes_out_in_chunks_and_a_failed_chunk_is_requeued() -> None:
+    store = FailSecondChunk()
+    ingest = Ingest(store, SystemClock(), AsyncioScheduler(), flush_chunk=10)
+    feed(ingest, *[trade(f"S{i}", 1) for i in range(25)])
+    assert not await ingest.flush_once()
+    assert store.batches == [10] and len(ingest.buffer) == 15
+    assert ingest.stats.values_written == 10
+    assert await ingest.flush_once()  # the remaining 15 in two chunks
+    assert store.batches == [10, 10, 5] and len(store.data) == 25
+    assert ingest.stats.values_written == 25
