@@ -33,7 +33,11 @@ from polygon_core.mappers import encode_record
 from polygon_core.ports import Clock, LatestStore, LatestValue, RawArchive, Scheduler
 from polygon_core.timestamps import iso_ms
 
-__all__ = ["FlushStats", "Ingest"]
+__all__ = ["QUIET_STEP_S", "FlushStats", "Ingest"]
+
+QUIET_STEP_S = 0.002
+"""During a busy-fraction gap, a step this long without a new event means the reader is
+idle and the gap is cut short."""
 
 logger = logging.getLogger(__name__)
 _Batch = list[tuple[str, int | float, MarketEvent]]
@@ -185,15 +189,21 @@ class Ingest:
             if not len(self.buffer):
                 await scheduler.wait_for_poke(None)
                 continue
-            # The busy-fraction gap always holds (it protects the reader's CPU); many
-            # waiting keys only cut the configured interval short.
-            earliest = self._last_flush_end + self._last_flush_s * self._stretch
+            # The configured interval holds unless many keys wait; the busy-fraction gap
+            # protects the reader's CPU, so it holds while events keep arriving and is cut
+            # short once the reader has gone quiet (nothing to protect).
+            now = clock.monotonic_s()
             if len(self.buffer) < self._max_keys:
-                earliest = max(earliest, self._last_flush_start + self._interval_s)
-            wait = earliest - clock.monotonic_s()
+                wait = self._last_flush_start + self._interval_s - now
+                if wait > 0:
+                    await scheduler.wait_for_poke(wait)
+                    continue
+            wait = self._last_flush_end + self._last_flush_s * self._stretch - now
             if wait > 0:
-                await scheduler.wait_for_poke(wait)
-                continue
+                seen = self.buffer.accepted
+                poked = await scheduler.wait_for_poke(min(wait, QUIET_STEP_S))
+                if poked or self.buffer.accepted != seen:
+                    continue  # still busy (or woken early): keep conflating
             started = self._last_flush_start = clock.monotonic_s()
             await self._flush_with_retry()
             self._last_flush_end = clock.monotonic_s()

@@ -298,3 +298,16 @@ async def test_a_batch_goes_out_in_chunks_and_a_failed_chunk_is_requeued() -> No
     assert await ingest.flush_once()  # the remaining 15 in two chunks
     assert store.batches == [10, 10, 5] and len(store.data) == 25
     assert ingest.stats.values_written == 25
+
+
+async def test_a_quiet_reader_cuts_the_busy_gap_short(running) -> None:
+    """After a slow flush, leftovers are written at once when no new events arrive."""
+    store = SlowStore(0.05)
+    ingest = Ingest(store, SystemClock(), AsyncioScheduler(), flush_interval_s=0.001)
+    running(ingest)
+    feed(ingest, trade("A", 1))
+    await eventually(lambda: len(store.starts) == 1)
+    feed(ingest, trade("B", 1))  # arrives during the 50 ms flush; then silence
+    await eventually(lambda: len(store.starts) == 2, within_s=2)
+    gap = store.starts[1] - store.starts[0]
+    assert gap < 0.05 + 0.03, gap  # not 50 ms + 3 x 50 ms
