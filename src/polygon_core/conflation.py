@@ -139,7 +139,7 @@ class EventConflation(ConflationBuffer[MarketEvent]):
 
     :meth:`offer_events` does what ``offer(key_for(e.channel, e.symbol), event_time(e), e)``
     does for each event, in one tight loop (the reader's hot path), and also counts events
-    per channel. The newest event time per channel is derived on demand (for lag figures).
+    per channel.
     """
 
     __slots__ = ("_counts",)
@@ -178,16 +178,3 @@ class EventConflation(ConflationBuffer[MarketEvent]):
     def events_by_channel(self) -> dict[Channel, int]:
         """Events offered per channel (late ones included)."""
         return {_CHANNEL[kind]: n for kind, n in self._counts.items()}
-
-    @property
-    def newest_by_channel(self) -> dict[Channel, int | float]:
-        """The newest event time accepted per channel (``s`` for AM, ``t`` otherwise).
-
-        Computed from the per-key memory (one pass over the keys), not on the hot path.
-        """
-        newest: dict[type, int | float] = {}
-        for t, event in self._state.values():
-            kind = type(event)
-            if t > newest.get(kind, float("-inf")):
-                newest[kind] = t
-        return {_CHANNEL[kind]: t for kind, t in newest.items()}

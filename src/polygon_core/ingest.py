@@ -12,9 +12,12 @@ instead of slowing the reader. Under load the gap also stretches with the flush'
 duration, so that writing takes at most about ``flush_busy_fraction`` of the time: a flush
 that took 4 ms is followed by at least 12 ms of pure conflation (at the default 0.25).
 Light load keeps the short interval (fresh values); heavy load writes each busy key once per
-cycle instead of once per event. When the store fails the batch goes back into the buffer
-(unless a newer value arrived meanwhile) and the write is retried with backoff; one log line
-marks the outage and one its end. Memory stays bounded by the number of keys.
+cycle instead of once per event. The stretched gap is cut short once no event has arrived
+for ``QUIET_STEP_S`` (the reader is idle, nothing to protect), and a batch goes out in
+chunks of ``flush_chunk`` values so the reader runs between them. When the store fails, what
+was not written goes back into the buffer (unless a newer value arrived meanwhile) and the
+write is retried with backoff; one log line marks the outage and one its end. Memory stays
+bounded by the number of keys.
 """
 
 from __future__ import annotations

@@ -96,10 +96,6 @@ class Settings:
         return store_backend(self.redis_url)
 
     @property
-    def archive_backend(self) -> Literal["s3", "none"]:
-        return "s3" if self.s3_enabled else "none"
-
-    @property
     def redis_flush_interval_s(self) -> float:
         return self.redis_flush_interval_ms / 1000.0
 

@@ -127,7 +127,7 @@ def test_s3_settings() -> None:
             "AWS_REGION": "us-east-1",
         }
     )
-    assert s.s3_prefix == "polygon/raw" and s.archive_backend == "s3"
+    assert s.s3_prefix == "polygon/raw" and s.s3_enabled
     with pytest.raises(SettingsError, match="S3_MAX_BUFFER_BYTES"):
         load_settings(
             {**BASE, "S3_ENABLED": "true", "S3_BUCKET": "b", "AWS_REGION": "r",

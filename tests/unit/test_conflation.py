@@ -142,5 +142,3 @@ def test_offer_events_is_offer_per_event(script: list[tuple[str, str, int]]) -> 
         plain.accepted, plain.late_dropped, plain.superseded,
     )  # fmt: skip
     assert sum(fast.events_by_channel.values()) == len(events)
-    for channel, t in fast.newest_by_channel.items():
-        assert t == max(event_time(e) for e in events if e.channel == channel)
