@@ -8,7 +8,11 @@ sinks the others in its frame (each element is decoded on its own from a
 archive without re-encoding).
 
 :func:`archive_line` builds SPEC §3's NDJSON line from those raw bytes:
-``{"channel":..,"symbol":..,"ingestTs":..,<the wire fields exactly as received>}``.
+``{"channel":..,"symbol":..,"ingestTs":..,<the wire fields exactly as received>}``;
+:func:`archive_blocks` builds a frame's lines joined per channel, byte for byte the same.
+On the whole-frame fast path the elements' bytes come from splitting the frame at its
+``},{`` boundaries (one C pass) instead of a second JSON pass, when that split provably
+finds exactly the element boundaries (see ``_bodies``).
 """
 
 from __future__ import annotations
@@ -35,6 +39,7 @@ __all__ = [
     "FrameDecoder",
     "Reject",
     "RejectReason",
+    "archive_blocks",
     "archive_line",
     "decode_frame",
 ]
@@ -85,9 +90,25 @@ class DecodedFrame(msgspec.Struct):
     events: list[MarketEvent]
     statuses: list[StatusMessage]
     rejects: list[Reject]
-    archive: list[ArchiveEntry]
-    """Every AM/FMV/T/Q element, accepted or not, in arrival order; filled only when
-    decoding with ``keep_raw=True``."""
+    entries: list[ArchiveEntry]
+    """With ``keep_raw=True`` on the per-element path: every AM/FMV/T/Q element, accepted
+    or not, in arrival order. Empty when ``bodies`` is set."""
+    bodies: list[bytes] | None = None
+    """With ``keep_raw=True`` on the whole-frame fast path: each event's object without its
+    braces, one per event in ``events`` (every element was then an accepted event)."""
+
+    @property
+    def archive(self) -> list[ArchiveEntry]:
+        """Every AM/FMV/T/Q element, accepted or not, in arrival order; filled only when
+        decoding with ``keep_raw=True``. Built anew from ``bodies`` on each access (the
+        ingest path uses :func:`archive_blocks` instead)."""
+        bodies = self.bodies
+        if bodies is None:
+            return self.entries
+        return [
+            (event.channel, event.symbol, msgspec.Raw(b"{" + body + b"}"))
+            for event, body in zip(self.events, bodies, strict=True)
+        ]
 
     @property
     def element_count(self) -> int:
@@ -224,6 +245,9 @@ class FrameDecoder:
         events = cast(list[MarketEvent], items)
         if not keep_raw:
             return DecodedFrame(events, [], [], [])
+        bodies = _bodies(data, len(events))
+        if bodies is not None:
+            return DecodedFrame(events, [], [], [], bodies)
         raws = self._frame.decode(data)  # cannot fail: the typed decode just succeeded
         archive: list[ArchiveEntry] = [
             (event.channel, event.symbol, raw) for event, raw in zip(events, raws, strict=True)
@@ -249,6 +273,25 @@ class FrameDecoder:
             return self._str.decode(raw)
         except (msgspec.ValidationError, RecursionError):
             return None
+
+
+def _bodies(data: bytes | bytearray | memoryview | str, count: int) -> list[bytes] | None:
+    """The insides of a valid frame's ``count`` objects, by splitting it at ``},{``.
+
+    Only for a frame that just decoded as an array of ``count`` objects and holds no
+    whitespace byte: then every boundary between two elements is exactly ``},{``, so the
+    split finds at least ``count`` pieces, and exactly ``count`` only when no ``},{`` occurs
+    inside an element (in a string, or between objects in a nested array). Otherwise (or for
+    anything but ``bytes``) None: the caller takes the exact ``list[Raw]`` pass.
+    """
+    if type(data) is not bytes or b" " in data or b"\n" in data or b"\r" in data or b"\t" in data:
+        return None
+    bodies = data.split(b"},{")
+    if len(bodies) != count:
+        return None
+    bodies[0] = bodies[0][2:]  # '[{'
+    bodies[-1] = bodies[-1][:-2]  # '}]'
+    return bodies
 
 
 def _excerpt(data: bytes | bytearray | memoryview | str) -> bytes:
@@ -310,3 +353,54 @@ def _head(channel: Channel, symbol: str | None) -> bytes:
         _HEADS.clear()
     _HEADS[(channel, symbol)] = head
     return head
+
+
+_LINE_JOINS: dict[Channel, dict[str, bytes]] = {c: {} for c in Channel}
+"""Per channel and symbol: ``}\n`` + the line head (the end of the previous line first)."""
+
+
+def archive_blocks(frame: DecodedFrame, ingest_ts: bytes) -> list[tuple[Channel, bytes, int]]:
+    """A frame's archive lines joined per channel: ``(channel, lines, line count)``, in
+    order of each channel's first element. Each block equals the :func:`archive_line` of
+    its elements joined, byte for byte; ``ingest_ts`` as there.
+    """
+    bodies = frame.bodies
+    if bodies is None:
+        chunks: dict[Channel, list[bytes]] = {}
+        for channel, symbol, raw in frame.entries:
+            line = archive_line(channel, symbol, ingest_ts, raw)
+            lines = chunks.get(channel)
+            if lines is None:
+                chunks[channel] = [line]
+            else:
+                lines.append(line)
+        return [(channel, b"".join(lines), len(lines)) for channel, lines in chunks.items()]
+    # Each element adds: "}\n" + head, the stamp, its body; the first head loses its "}\n"
+    # and the block ends with "}\n".
+    stamp = ingest_ts + b'",'
+    parts: dict[Channel, list[bytes]] = {}
+    joins = _LINE_JOINS
+    for event, body in zip(frame.events, bodies, strict=True):
+        channel = event.channel
+        join = joins[channel].get(event.symbol)
+        if join is None:
+            join = _join(channel, event.symbol)
+        pieces = parts.get(channel)
+        if pieces is None:
+            parts[channel] = [join[2:], stamp, body]
+        else:
+            pieces += (join, stamp, body)
+    blocks: list[tuple[Channel, bytes, int]] = []
+    for channel, pieces in parts.items():
+        count = len(pieces) // 3
+        pieces.append(b"}\n")
+        blocks.append((channel, b"".join(pieces), count))
+    return blocks
+
+
+def _join(channel: Channel, symbol: str) -> bytes:
+    joins = _LINE_JOINS[channel]
+    if len(joins) >= _HEADS_LIMIT:
+        joins.clear()
+    join = joins[symbol] = b"}\n" + _head(channel, symbol)
+    return join

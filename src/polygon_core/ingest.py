@@ -27,7 +27,7 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 
 from polygon_core.backoff import backoff_delays
-from polygon_core.codec import DecodedFrame, archive_line
+from polygon_core.codec import DecodedFrame, archive_blocks
 from polygon_core.conflation import EventConflation
 from polygon_core.errors import StoreUnavailable
 from polygon_core.events import Channel, MarketEvent
@@ -155,20 +155,11 @@ class Ingest:
         if frame.rejects:
             self._count_rejects(frame)
         archive = self._archive
-        if archive is not None and frame.archive:
-            ingest_ts = iso_ms(receive_ms).encode()
-            chunks: dict[Channel, list[bytes]] = {}
-            for channel, symbol, raw in frame.archive:
-                line = archive_line(channel, symbol, ingest_ts, raw)
-                lines = chunks.get(channel)
-                if lines is None:
-                    chunks[channel] = [line]
-                else:
-                    lines.append(line)
+        if archive is not None and (frame.bodies or frame.entries):
             archived = self.archived_by_channel
-            for channel, lines in chunks.items():
-                archive.append(channel, b"".join(lines), receive_ms, len(lines))
-                archived[channel] += len(lines)
+            for channel, lines, count in archive_blocks(frame, iso_ms(receive_ms).encode()):
+                archive.append(channel, lines, receive_ms, count)
+                archived[channel] += count
         after = len(buffer)
         if (before == 0 < after) or (before < self._max_keys <= after):
             self._scheduler.poke()

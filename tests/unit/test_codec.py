@@ -8,7 +8,14 @@ import pytest
 from hypothesis import example, given
 from hypothesis import strategies as st
 
-from polygon_core.codec import DecodedFrame, FrameDecoder, RejectReason, archive_line, decode_frame
+from polygon_core.codec import (
+    DecodedFrame,
+    FrameDecoder,
+    RejectReason,
+    archive_blocks,
+    archive_line,
+    decode_frame,
+)
 from polygon_core.events import (
     Channel,
     FairMarketValue,
@@ -324,3 +331,52 @@ def test_fast_path_and_element_path_agree(elements: list) -> None:
             assert archive_line(c, sym, stamp, raw) == archive_line(
                 *element[:2], stamp, bytes(element[2])
             )
+
+
+def blocks_from_lines(frame: DecodedFrame, stamp: bytes) -> list[tuple[Channel, bytes, int]]:
+    """archive_blocks written plainly: archive_line per element, joined per channel."""
+    chunks: dict[Channel, list[bytes]] = {}
+    for channel, symbol, raw in frame.archive:
+        chunks.setdefault(channel, []).append(archive_line(channel, symbol, stamp, raw))
+    return [(c, b"".join(lines), len(lines)) for c, lines in chunks.items()]
+
+
+@given(s.frames, st.booleans())
+def test_archive_blocks_equal_the_lines_joined_per_channel(elements: list, spaced: bool) -> None:
+    """Both paths (the fast one splits the frame at '},{'), compact or spaced JSON."""
+    data = json.dumps(elements).encode() if spaced else s.dumps(elements)
+    stamp = b"2025-01-01T00:00:00.000Z"
+    warm = FrameDecoder()
+    warm.decode(data)
+    for frame in (warm.decode(data, keep_raw=True), FrameDecoder().decode(data, keep_raw=True)):
+        assert archive_blocks(frame, stamp) == blocks_from_lines(frame, stamp)
+
+
+FMV = b'{"ev":"FMV","sym":"B","fmv":1,"t":2}'
+
+
+@pytest.mark.parametrize(
+    ("data", "split"),
+    [
+        (b'[{"ev":"T","sym":"A","p":1,"s":1,"t":1},' + FMV + b"]", True),
+        (b'[{"ev":"T","sym":"A","p":1,"s":1,"t":1,"ds":"},{"},' + FMV + b"]", False),
+        (b'[{"ev":"T","sym":"A","p":1,"s":1,"t":1}, ' + FMV + b"]", False),
+        (b'[{"ev":"T","sym":"A","p":1,"s":1,"t":1,"ds":"x\\ty"},' + FMV + b"]", True),
+        (b'[{"ev":"T","sym":"A","p":1,"s":1,"t":1,"ds":"x y"},' + FMV + b"]", False),
+        (b'[ {"ev":"T","sym":"A","p":1,"s":1,"t":1}]', False),
+        (b'[{"ev":"T","sym":"A","p":1,"s":1,"t":1,"c":[1]}\n]', False),
+        (b"[" + FMV + b"]", True),
+    ],
+)
+def test_archive_fast_path_split_is_used_only_when_exact(data: bytes, split: bool) -> None:
+    """A '},{' inside an element or any whitespace byte sends the frame to the exact pass."""
+    warm = FrameDecoder()
+    warm.decode(data)
+    frame = warm.decode(data, keep_raw=True)
+    assert len(frame.events) == data.count(b'"ev"') and not frame.rejects
+    assert (frame.bodies is not None) is split
+    assert [bytes(raw) for _c, _s, raw in frame.archive] == [
+        bytes(raw) for raw in msgspec.json.decode(data, type=list[msgspec.Raw])
+    ]
+    stamp = b"2025-01-01T00:00:00.000Z"
+    assert archive_blocks(frame, stamp) == blocks_from_lines(frame, stamp)
