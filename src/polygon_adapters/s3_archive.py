@@ -174,15 +174,13 @@ class S3MultipartArchive:
             or (obj.size_bytes + n > self._max_object and obj.size_bytes)  # should_rotate
         ):
             obj = self._roll(lane, channel, obj, ingest_ms)
-        obj.buffer += line
+        obj.add(line, count, self._part_size)
         obj.size_bytes += n
         obj.lines += count
         lane.lines += count
         lane.bytes += n
         stats.bytes_buffered = buffered
         stats.lines_buffered += count
-        if len(obj.buffer) >= self._part_size:
-            obj.cut(self._part_size, final=False)
 
     def _refuse(self, channel: Channel, n: int, count: int) -> None:
         why = "appended after close" if self._closing else "memory budget full"
@@ -228,9 +226,7 @@ class S3MultipartArchive:
         if obj.closing:
             return
         obj.closing = True
-        if obj.buffer:
-            obj.cut(self._part_size, final=True)
-        obj.wake.set()
+        obj.finish()
 
     # -- background work ---------------------------------------------------------------------
 

@@ -15,6 +15,7 @@ upload aborted. When the task is cancelled (shutdown deadline), the object is co
 from __future__ import annotations
 
 import asyncio
+import io
 import logging
 from collections import deque
 from collections.abc import Callable
@@ -35,23 +36,32 @@ logger = logging.getLogger("polygon_adapters.s3_archive")
 
 
 class Part:
-    """A cut part: its number, bytes, and how many line ends it holds."""
+    """A cut part: its number, bytes (the ``BytesIO`` it was filled in, sent as is), size,
+    and how many line ends it holds."""
 
-    __slots__ = ("number", "data", "lines")
+    __slots__ = ("number", "data", "size", "lines")
 
-    def __init__(self, number: int, data: bytes) -> None:
+    def __init__(self, number: int, data: io.BytesIO, size: int, lines: int) -> None:
         self.number = number
         self.data = data
-        self.lines = data.count(b"\n")
+        self.size = size
+        self.lines = lines
 
 
 class ArchiveObject:
-    """One object of one (channel, window): its buffer, parts and upload state."""
+    """One object of one (channel, window): its part being filled, parts and upload state.
+
+    Lines are written once, into the ``BytesIO`` of the part they fall in, which is then
+    uploaded as it is (botocore and aiohttp read a ``BytesIO`` body without copying it
+    whole first, as they would a ``bytes`` one); line ends are counted as lines come in,
+    not by scanning parts.
+    """
 
     __slots__ = (
-        "channel", "window", "end_ms", "seq", "key", "marker", "opened_ms", "opened_s", "buffer",
-        "size_bytes", "lines", "uploaded_bytes", "uploaded_lines", "ready", "next_part",
-        "etags", "in_flight", "upload_id", "closing", "done", "error", "wake",
+        "channel", "window", "end_ms", "seq", "key", "marker", "opened_ms", "opened_s", "part",
+        "filled", "part_lines", "size_bytes", "lines", "uploaded_bytes", "uploaded_lines",
+        "ready", "next_part", "etags", "in_flight", "upload_id", "closing", "done", "error",
+        "wake",
     )  # fmt: skip
 
     def __init__(
@@ -72,7 +82,11 @@ class ArchiveObject:
         self.marker = marker
         self.opened_ms = opened_ms
         self.opened_s = opened_s
-        self.buffer = bytearray()
+        self.part = io.BytesIO()
+        self.filled = 0
+        """Bytes in ``part`` (not yet cut)."""
+        self.part_lines = 0
+        """Line ends in ``part``."""
         self.size_bytes = 0
         self.lines = 0
         self.uploaded_bytes = 0
@@ -87,21 +101,51 @@ class ArchiveObject:
         self.error: ArchiveError | None = None
         self.wake = asyncio.Event()
 
-    def cut(self, part_size: int, *, final: bool) -> None:
-        """Move every full ``part_size`` from the buffer's front to ``ready``; with
-        ``final``, the rest too (the last part may be small)."""
-        buf = self.buffer
-        while len(buf) >= part_size:
-            with memoryview(buf) as view:
-                data = view[:part_size].tobytes()
-            del buf[:part_size]
-            self.ready.append(Part(self.next_part, data))
-            self.next_part += 1
-        if final and buf:
-            self.ready.append(Part(self.next_part, bytes(buf)))
-            self.next_part += 1
-            buf.clear()
+    def add(self, lines: bytes, count: int, part_size: int) -> None:
+        """Write ``lines`` (``count`` line ends) and cut every part that reaches exactly
+        ``part_size`` bytes (a part may end mid-line)."""
+        n = len(lines)
+        room = part_size - self.filled
+        if n < room:
+            self.part.write(lines)
+            self.filled += n
+            self.part_lines += count
+            return
+        view = memoryview(lines)
+        start = 0
+        while n - start >= room:
+            end = start + room
+            head = lines.count(b"\n", start, end)
+            self.part.write(view[start:end])
+            self.filled += room
+            self.part_lines += head
+            count -= head
+            self._cut()
+            start = end
+            room = part_size
+        if start < n:
+            self.part.write(view[start:])
+            self.filled = n - start
+            self.part_lines = count
         self.wake.set()
+
+    def finish(self) -> None:
+        """Cut what is left as the last part (it may be small)."""
+        if self.filled:
+            self._cut()
+        self.wake.set()
+
+    def discard(self) -> None:
+        """Drop the part being filled and the parts not yet uploading."""
+        self.part = io.BytesIO()
+        self.filled = self.part_lines = 0
+        self.ready.clear()
+
+    def _cut(self) -> None:
+        self.ready.append(Part(self.next_part, self.part, self.filled, self.part_lines))
+        self.next_part += 1
+        self.part = io.BytesIO()
+        self.filled = self.part_lines = 0
 
 
 class ObjectUploader:
@@ -176,15 +220,22 @@ class ObjectUploader:
         return result
 
     async def _upload_part(self, obj: ArchiveObject, part: Part) -> None:
+        upload = partial(
+            self._client.upload_part,
+            Bucket=self._bucket,
+            Key=obj.key,
+            UploadId=obj.upload_id,
+            PartNumber=part.number,
+            Body=part.data,
+        )
+
+        async def attempt() -> dict[str, Any]:
+            part.data.seek(0)  # every attempt sends the part from its start
+            answer: dict[str, Any] = await upload()
+            return answer
+
         try:
-            answer = await self._call(
-                "UploadPart",
-                "upload_part",
-                obj,
-                UploadId=obj.upload_id,
-                PartNumber=part.number,
-                Body=part.data,
-            )
+            answer = await self._requests.call("UploadPart", attempt)
         except ArchiveError as exc:
             obj.error = exc
             return
@@ -192,7 +243,7 @@ class ObjectUploader:
             obj.in_flight -= 1
             self._slots.release()
             obj.wake.set()
-        size = len(part.data)
+        size = part.size
         obj.etags[part.number] = str(answer["ETag"])
         obj.uploaded_bytes += size
         obj.uploaded_lines += part.lines
@@ -252,8 +303,7 @@ class ObjectUploader:
             stats.objects_abandoned += 1
             stats.lost_lines += obj.lines - obj.uploaded_lines
             stats.lost_bytes += held
-        obj.buffer.clear()
-        obj.ready.clear()
+        obj.discard()
 
     async def _give_up(self, obj: ArchiveObject, error: ArchiveError) -> None:
         logger.error(
