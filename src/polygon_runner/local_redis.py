@@ -55,7 +55,8 @@ def _ping(port: int, timeout_s: float = 0.5) -> bool:
     try:
         with socket.create_connection(("127.0.0.1", port), timeout=timeout_s) as sock:
             sock.sendall(b"PING\r\n")
-            return sock.recv(64).startswith(b"+PONG")
+            # A server with ``requirepass`` answers NOAUTH: up all the same.
+            return sock.recv(64).startswith((b"+PONG", b"-NOAUTH"))
     except OSError:
         return False
 
@@ -130,6 +131,18 @@ class RedisServerProcess:
         if not keep_dir and self._dir is not None:
             shutil.rmtree(self._dir, ignore_errors=True)
             self._dir = None
+
+    @property
+    def pid(self) -> int | None:
+        return self._process.pid if self._process is not None else None
+
+    def kill(self) -> None:
+        """SIGKILL the server (a crash: no shutdown, no save); :meth:`start` brings it back
+        on the same port."""
+        process, self._process = self._process, None
+        if process is not None and process.poll() is None:
+            process.kill()
+            process.wait(timeout=5)
 
     def restart(self, downtime_s: float = 0.0) -> RedisServerProcess:
         """Stop and start again on the same port (data is lost: no persistence)."""

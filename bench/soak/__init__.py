@@ -1,0 +1,1 @@
+"""The soak-and-chaos run of issue 8 (``python -m bench.soak``); see docs/reliability.md."""

@@ -1,0 +1,156 @@
+"""What the soak watches while it runs: the service's ``/metrics`` (10 times a second), a
+sample of Redis keys (never going back in event time), and the service's memory."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import random
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import aiohttp
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError
+
+from bench.expected import KEY_PREFIX
+from bench.soak.world import World
+
+__all__ = ["MetricsPoller", "RollbackWatcher", "RssSampler", "Sample", "parse_metrics"]
+
+
+def parse_metrics(text: str) -> dict[str, float]:
+    """``{'name{labels}': value}`` of a Prometheus text page (comments skipped)."""
+    out: dict[str, float] = {}
+    for line in text.splitlines():
+        if line and line[0] != "#":
+            head, _, value = line.rpartition(" ")
+            with contextlib.suppress(ValueError):
+                out[head] = float(value)
+    return out
+
+
+@dataclass(frozen=True, slots=True)
+class Sample:
+    at: float
+    """``time.time()`` when the scrape answered."""
+    values: dict[str, float]
+
+    def get(self, name: str, default: float = 0.0) -> float:
+        return self.values.get(name, default)
+
+    def events(self, channel: str) -> float:
+        return self.get(f'polygon_events_total{{channel="{channel}"}}')
+
+    def lag(self, channel: str) -> float:
+        return self.get(f'polygon_lag_seconds{{channel="{channel}"}}', float("inf"))
+
+
+class MetricsPoller:
+    def __init__(self, world: World, interval_s: float = 0.1) -> None:
+        self.world = world
+        self.interval_s = interval_s
+        self.samples: list[Sample] = []
+        self.failures = 0
+
+    async def run(self) -> None:
+        url = f"http://127.0.0.1:{self.world.health_port}/metrics"
+        timeout = aiohttp.ClientTimeout(total=2.0)
+        async with aiohttp.ClientSession(timeout=timeout) as session:
+            while True:
+                try:
+                    async with session.get(url) as response:
+                        text = await response.text()
+                    self.samples.append(Sample(time.time(), parse_metrics(text)))
+                except (aiohttp.ClientError, OSError, TimeoutError):
+                    self.failures += 1
+                await asyncio.sleep(self.interval_s)
+
+    def latest(self) -> Sample:
+        return self.samples[-1]
+
+    def since(self, at: float) -> list[Sample]:
+        return [s for s in self.samples if s.at >= at]
+
+    def before(self, at: float) -> Sample | None:
+        earlier = [s for s in self.samples if s.at < at]
+        return earlier[-1] if earlier else None
+
+
+@dataclass
+class RollbackWatcher:
+    """Samples random keys and records any key whose event time went backwards. A key that
+    vanished (Redis restarted empty, or its TTL ran out) is no rollback; when it comes back
+    its event time must not be older than the last one seen."""
+
+    world: World
+    symbols: Sequence[str]
+    batch: int = 200
+    interval_s: float = 0.05
+    reads: int = 0
+    errors: int = 0
+    rollbacks: list[str] = field(default_factory=list)
+    _seen: dict[str, tuple[int, ...]] = field(default_factory=dict)
+
+    async def run(self) -> None:
+        rng = random.Random(0)
+        keys = [prefix + s for prefix in KEY_PREFIX.values() for s in self.symbols]
+        client = aioredis.Redis.from_url(self.world.redis_url, socket_timeout=0.5)
+        try:
+            while True:
+                chosen = rng.sample(keys, min(self.batch, len(keys)))
+                try:
+                    values = await client.mget(chosen)
+                except (RedisError, OSError):
+                    self.errors += 1
+                    await asyncio.sleep(0.2)
+                    continue
+                self.reads += 1
+                for key, raw in zip(chosen, values, strict=True):
+                    if raw is not None:
+                        self._check(key, raw)
+                await asyncio.sleep(self.interval_s)
+        finally:
+            await client.aclose()
+
+    def _check(self, key: str, raw: bytes) -> None:
+        record = json.loads(raw)
+        # AM: the bar start; a correction of the same bar has the same start.
+        when = (record["start"],) if key.startswith("stock:agg1m:") else (record["ts"],)
+        last = self._seen.get(key)
+        if last is not None and when < last:
+            self.rollbacks.append(f"{key}: {last[0]} -> {when[0]}")
+        if last is None or when > last:
+            self._seen[key] = when
+
+    @property
+    def keys_seen(self) -> int:
+        return len(self._seen)
+
+
+@dataclass
+class RssSampler:
+    pid: int
+    interval_s: float = 1.0
+    samples: list[tuple[float, int]] = field(default_factory=list)
+    peak: int = 0
+
+    async def run(self) -> None:
+        while True:
+            self.sample()
+            await asyncio.sleep(self.interval_s)
+
+    def sample(self) -> None:
+        """Read ``VmRSS`` and ``VmHWM`` of the process (a /proc read: no real I/O)."""
+        with contextlib.suppress(OSError):
+            text = Path(f"/proc/{self.pid}/status").read_text()
+            fields = dict(line.split(":", 1) for line in text.splitlines() if ":" in line)
+            self.peak = int(fields["VmHWM"].split()[0]) * 1024
+            self.samples.append((time.time(), int(fields["VmRSS"].split()[0]) * 1024))
+
+    def peak_between(self, start: float, end: float) -> int:
+        """The highest RSS sampled in [start, end] (0 if none)."""
+        return max((rss for t, rss in self.samples if start <= t <= end), default=0)

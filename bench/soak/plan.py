@@ -1,0 +1,138 @@
+"""The soak's settings and its chaos schedule: seeded, pure, decided before the run starts.
+
+Faults come in two kinds. *Outages* (Redis down, S3 down, a WebSocket drop, an eviction,
+an ``auth_failed`` burst) take something away for a while; they never overlap, so each one's
+recovery is measured on its own. *Bad frames* (garbage, oversize, out-of-order) are armed at
+random times over the whole window, outages or not.
+
+An eviction or an ``auth_failed`` answer makes the service wait its long cooldown (60 s,
+SPEC §4) before it reconnects. A window too short to hold those one after the other
+(under ``LONG_FAULTS_MIN_S``) ends with a *finale* instead: an eviction on the delayed host
+and the ``auth_failed`` burst on the real-time host at the same moment, both cooldowns
+running out in the settle phase.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+
+__all__ = ["COOLDOWN_S", "Fault", "SoakConfig", "schedule"]
+
+COOLDOWN_S = 60.0
+"""The service's cooldown after ``max_connections`` and ``auth_failed`` (SPEC §4)."""
+RECONNECT_RESERVE_S = 6.0
+"""Time kept free after a drop: the reconnect backoff (≤ 1 s) and the 2 s recovery check."""
+LONG_FAULTS_MIN_S = 300.0
+HOSTS = ("realtime", "delayed")
+
+
+@dataclass(frozen=True)
+class SoakConfig:
+    duration_s: float = 600.0
+    """The chaos window (the run also has a warm-up before and a settle phase after)."""
+    rate: float = 50_000.0
+    """Events per second, both hosts together."""
+    symbols: int = 2_000
+    seed: int = 1
+    outage_s: float = 30.0
+    """How long Redis and S3 stay down."""
+    warmup_s: float = 20.0
+    settle_s: float = 10.0
+    """Data keeps flowing this long after the last outage ended, before the final checks."""
+    recovery_limit_s: float = 2.0
+    """Writes resume and lag is back to normal within this long after an outage ends."""
+    lag_ok_s: float = 1.0
+    """Lag at or under this is "normal" (T, Q and FMV; AM's lag follows bar ends)."""
+    rss_growth_limit: float = 0.10
+    drops: int = 0
+    """WebSocket drops (half clean, half abrupt); 0: one per 75 s of window, at least 2."""
+    workdir: str | None = None
+    """Where logs go (kept); ``None``: a temporary directory, removed after a clean run."""
+
+    def drop_count(self) -> int:
+        return self.drops or max(2, int(self.duration_s // 75))
+
+
+@dataclass(frozen=True)
+class Fault:
+    at_s: float
+    """Offset from the start of the chaos window."""
+    kind: str
+    """``redis_down``, ``s3_down``, ``drop``, ``drop_abrupt``, ``evict``, ``auth_burst``,
+    ``garbage``, ``oversize`` or ``out_of_order``."""
+    host: str | None = None
+    params: dict[str, object] = field(default_factory=dict)
+    reserve_s: float = 0.0
+    """How long the outage keeps the window busy (0 for bad frames)."""
+
+    @property
+    def outage(self) -> bool:
+        return self.reserve_s > 0
+
+
+def _outages(cfg: SoakConfig, rng: random.Random) -> tuple[list[Fault], list[Fault]]:
+    """The outages to spread over the window, and the finale (empty for long windows)."""
+    outage = cfg.outage_s + RECONNECT_RESERVE_S
+    faults = [
+        Fault(0, "redis_down", reserve_s=outage, params={"down_s": cfg.outage_s}),
+        Fault(0, "s3_down", reserve_s=outage, params={"down_s": cfg.outage_s}),
+    ]
+    for i in range(cfg.drop_count()):
+        kind = "drop" if i % 2 == 0 else "drop_abrupt"
+        faults.append(Fault(0, kind, rng.choice(HOSTS), reserve_s=RECONNECT_RESERVE_S))
+    long_faults = [
+        Fault(0, "evict", "delayed", reserve_s=COOLDOWN_S + RECONNECT_RESERVE_S),
+        Fault(0, "auth_burst", "realtime", {"attempts": 1}, COOLDOWN_S + RECONNECT_RESERVE_S),
+    ]
+    if cfg.duration_s >= LONG_FAULTS_MIN_S:
+        faults += [
+            long_faults[0],
+            Fault(0, "evict", "realtime", reserve_s=COOLDOWN_S + RECONNECT_RESERVE_S),
+            Fault(0, "auth_burst", "realtime", {"attempts": 2}, 2 * COOLDOWN_S + 10.0),
+        ]
+        return faults, []
+    return faults, long_faults
+
+
+def schedule(cfg: SoakConfig) -> list[Fault]:
+    """Every fault of the run, by time. Raises ``ValueError`` when the outages do not fit."""
+    rng = random.Random(cfg.seed)
+    outages, finale = _outages(cfg, rng)
+    rng.shuffle(outages)
+    busy = sum(f.reserve_s for f in outages)
+    free = cfg.duration_s - busy
+    if free < 0:
+        raise ValueError(
+            f"the outages need {busy:.0f} s; raise the duration above {cfg.duration_s:.0f} s "
+            "or shorten --outage"
+        )
+    cuts = sorted(rng.uniform(0, free) for _ in outages)
+    planned: list[Fault] = []
+    at = 0.0
+    previous_cut = 0.0
+    for fault, cut in zip(outages, cuts, strict=True):
+        at += cut - previous_cut
+        previous_cut = cut
+        planned.append(Fault(round(at, 3), fault.kind, fault.host, fault.params, fault.reserve_s))
+        at += fault.reserve_s
+    for fault in finale:
+        planned.append(Fault(cfg.duration_s, fault.kind, fault.host, fault.params, fault.reserve_s))
+    planned += _bad_frames(cfg, rng)
+    return sorted(planned, key=lambda f: (f.at_s, f.kind))
+
+
+def _bad_frames(cfg: SoakConfig, rng: random.Random) -> list[Fault]:
+    out: list[Fault] = []
+    window = cfg.duration_s
+
+    def spread(kind: str, every_s: float, **params: object) -> None:
+        for _ in range(max(1, int(window // every_s))):
+            at = round(rng.uniform(0, window), 3)
+            out.append(Fault(at, kind, rng.choice(HOSTS), dict(params)))
+
+    for garbage in ("invalid_json", "non_array", "nan", "unknown_ev", "ill_typed"):
+        spread("garbage", 60.0, garbage=garbage)
+    spread("oversize", 120.0, size_bytes=2 * 1024 * 1024)
+    spread("out_of_order", 30.0, count=5)
+    return out

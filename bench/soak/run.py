@@ -1,0 +1,270 @@
+"""One soak run, start to finish: start the world, warm up, run the chaos schedule while the
+observers watch, settle, stop the feed, take the final state, SIGTERM the service, read the
+archive back. :mod:`bench.soak.verdict` judges what this collects."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import shutil
+import signal
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import redis.asyncio as aioredis
+
+from bench.expected import KEY_PREFIX
+from bench.soak.chaos import Chaos
+from bench.soak.observe import MetricsPoller, RollbackWatcher, RssSampler, Sample
+from bench.soak.plan import COOLDOWN_S, Fault, SoakConfig, schedule
+from bench.soak.world import BUCKET, PREFIX, SHUTDOWN_TIMEOUT_S, World
+
+__all__ = ["Collected", "run_soak"]
+
+QUIET_S = 1.0
+"""After the feed stops, the service's counters must hold still this long."""
+
+
+@dataclass
+class Collected:
+    """Everything the verdict needs; plain data."""
+
+    cfg: SoakConfig
+    workdir: Path
+    plan: list[Fault]
+    chaos: Chaos | None = None
+    poller: MetricsPoller | None = None
+    watcher: RollbackWatcher | None = None
+    rss: RssSampler | None = None
+    window: tuple[float, float] = (0.0, 0.0)
+    """``time.time()`` at the start and end of the chaos window."""
+    rss_start: int = 0
+    rss_end: int = 0
+    final: Sample | None = None
+    delivered: dict[str, int] = field(default_factory=dict)
+    connections: dict[str, dict[str, Any]] = field(default_factory=dict)
+    redis_mismatches: list[str] = field(default_factory=list)
+    redis_checked: int = 0
+    redis_expired: int = 0
+    exit_code: int | None = None
+    stop_seconds: float | None = None
+    archive_lines: dict[str, int] = field(default_factory=dict)
+    open_uploads: int = 0
+    markers: int = 0
+    leaked: list[str] = field(default_factory=list)
+    log_lines: int = 0
+    fatal: str | None = None
+
+
+async def run_soak(cfg: SoakConfig, progress: Any = print) -> Collected:
+    plan = schedule(cfg)
+    workdir = _workdir(cfg)
+    out = Collected(cfg, workdir, plan)
+    world = World(cfg, workdir)
+    tasks: list[asyncio.Task[None]] = []
+    try:
+        progress(f"soak: starting (logs in {workdir})")
+        await world.start()
+        await world.wait_healthy(60.0)
+        assert world.service is not None
+        out.poller = MetricsPoller(world)
+        out.watcher = RollbackWatcher(world, world.symbols)
+        out.rss = RssSampler(world.service.pid)
+        tasks = [asyncio.create_task(o.run()) for o in (out.poller, out.watcher, out.rss)]
+        progress(f"soak: warming up {cfg.warmup_s:.0f} s")
+        warm = time.time()
+        await asyncio.sleep(cfg.warmup_s)
+        # The baseline: the peak over the warm-up's second half (the part buffers fill and
+        # empty every few seconds, so one sample is not a baseline).
+        out.rss_start = out.rss.peak_between(warm + cfg.warmup_s / 2, time.time())
+        out.chaos = Chaos(world)
+        started = time.monotonic()
+        out.window = (time.time(), 0.0)
+        outages = sum(f.outage for f in plan)
+        progress(f"soak: chaos for {cfg.duration_s:.0f} s, {outages} outages, {len(plan)} faults")
+        chaos = asyncio.create_task(out.chaos.run(plan, started))
+        await _while_alive(world, chaos)
+        out.window = (out.window[0], time.time())
+        progress(f"soak: settling {cfg.settle_s:.0f} s")
+        settle = time.time()
+        await _while_alive(world, asyncio.create_task(asyncio.sleep(cfg.settle_s)))
+        out.rss_end = out.rss.peak_between(settle, time.time())
+        await _quiesce(world, out.poller)
+        out.final = out.poller.latest()
+        _take_truth(world, out)
+        await _check_redis(world, out)
+        progress("soak: SIGTERM")
+        await _stop_service(world, out)
+    except Exception as exc:
+        out.fatal = f"{type(exc).__name__}: {exc}"
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        if out.exit_code is None and world.service is not None:
+            out.exit_code = world.service.returncode
+        with contextlib.suppress(Exception):
+            await _read_archive(world, out)
+        _scan_logs(world, out)
+        await world.close()
+    return out
+
+
+def _workdir(cfg: SoakConfig) -> Path:
+    workdir = Path(cfg.workdir or tempfile.mkdtemp(prefix="soak-"))
+    workdir.mkdir(parents=True, exist_ok=True)
+    return workdir
+
+
+async def _while_alive(world: World, task: asyncio.Task[Any]) -> None:
+    """Wait for ``task``; fail at once if the service dies meanwhile."""
+    assert world.service is not None
+    died = asyncio.create_task(world.service.wait())
+    done, _ = await asyncio.wait({task, died}, return_when=asyncio.FIRST_COMPLETED)
+    if died in done:
+        task.cancel()
+        raise RuntimeError(f"the service died (exit code {world.service.returncode})")
+    died.cancel()
+    task.result()
+
+
+async def _quiesce(world: World, poller: MetricsPoller) -> None:
+    """Stop the feed (no more data events) and wait until the service has written all."""
+    world.sim.remaining = 0
+    deadline = time.monotonic() + COOLDOWN_S
+
+    def state(s: Sample) -> tuple[float, ...]:
+        events = sum(s.events(c) for c in KEY_PREFIX)
+        return (events, s.get("polygon_redis_writes_total"), s.get("polygon_pending_keys"))
+
+    stable_since, last = time.monotonic(), state(poller.latest())
+    while time.monotonic() < deadline:
+        await asyncio.sleep(0.1)
+        now = state(poller.latest())
+        if now != last:
+            stable_since, last = time.monotonic(), now
+        elif now[2] == 0 and time.monotonic() - stable_since >= QUIET_S:
+            return
+    raise TimeoutError("the service did not go quiet after the feed stopped")
+
+
+def _take_truth(world: World, out: Collected) -> None:
+    for role, host in world.sim.truth.hosts.items():
+        conns = list(host.connections.values())
+        out.delivered |= dict(host.counts)
+        out.connections[role.value] = {
+            "authenticated": sum(c.authenticated_at_s is not None for c in conns),
+            "opened": len(conns),
+            "max_authenticated": host.max_authenticated,
+            "max_open": _max_overlap([(c.opened_at_s, c.closed_at_s) for c in conns]),
+        }
+
+
+def _max_overlap(spans: list[tuple[float, float | None]]) -> int:
+    edges = sorted(
+        [(a, 1) for a, _ in spans] + [(b, -1) for _, b in spans if b is not None],
+        key=lambda e: (e[0], e[1]),
+    )
+    most = now = 0
+    for _, step in edges:
+        now += step
+        most = max(most, now)
+    return most
+
+
+def _expected_values(channel: str, wire: dict[str, Any]) -> list[Any]:
+    if channel == "AM":
+        return [wire[k] for k in ("sym", "s", "e", "o", "h", "l", "c", "v", "vw")]
+    if channel == "FMV":
+        return [wire["sym"], wire["fmv"], wire["t"]]
+    if channel == "T":
+        return [wire["sym"], wire["p"], wire["t"], wire["s"], wire.get("c", [])]
+    return [wire[k] for k in ("sym", "bp", "bs", "ap", "as", "t")]
+
+
+async def _check_redis(world: World, out: Collected) -> None:
+    """Every key holds the newest delivered event's record, with a TTL in (0, configured];
+    a missing key is accepted only when its TTL would have run out by now."""
+    from bench.soak.world import TTL_S
+
+    latest = [e for h in world.sim.truth.hosts.values() for e in h.latest.values()]
+    client = aioredis.Redis.from_url(world.redis_url)
+    now_ms = time.time() * 1000
+    try:
+        for start in range(0, len(latest), 1000):
+            part = latest[start : start + 1000]
+            pipe = client.pipeline(transaction=False)
+            for e in part:
+                key = KEY_PREFIX[e.channel] + e.symbol
+                pipe.get(key)
+                pipe.ttl(key)
+            replies = await pipe.execute()
+            for i, e in enumerate(part):
+                raw, ttl = replies[2 * i], replies[2 * i + 1]
+                key = KEY_PREFIX[e.channel] + e.symbol
+                out.redis_checked += 1
+                limit = TTL_S[e.channel]
+                if raw is None:
+                    age_ms = now_ms - e.time - (60_000 if e.channel == "AM" else 0)
+                    if age_ms > limit * 1000:
+                        out.redis_expired += 1
+                    else:
+                        out.redis_mismatches.append(f"{key}: missing")
+                    continue
+                values = list(json.loads(raw).values())[:-1]
+                expected = _expected_values(e.channel, json.loads(e.raw))
+                if values != expected:
+                    out.redis_mismatches.append(f"{key}: {values} != {expected}")
+                elif not 0 < ttl <= limit:
+                    out.redis_mismatches.append(f"{key}: TTL {ttl} not in (0, {limit}]")
+    finally:
+        await client.aclose()
+
+
+async def _stop_service(world: World, out: Collected) -> None:
+    assert world.service is not None
+    began = time.monotonic()
+    world.service.send_signal(signal.SIGTERM)
+    try:
+        out.exit_code = await asyncio.wait_for(world.service.wait(), SHUTDOWN_TIMEOUT_S + 10)
+    except TimeoutError:
+        out.exit_code = None
+    out.stop_seconds = time.monotonic() - began
+
+
+async def _read_archive(world: World, out: Collected) -> None:
+    s3 = world.s3()
+
+    def read() -> None:
+        pages = s3.get_paginator("list_objects_v2").paginate(Bucket=BUCKET, Prefix=PREFIX + "/")
+        for page in pages:
+            for obj in page.get("Contents", []):
+                key = obj["Key"]
+                if key.endswith("uploading.marker"):
+                    out.markers += 1
+                    continue
+                channel = key.split("channel=", 1)[1].split("/", 1)[0]
+                body = s3.get_object(Bucket=BUCKET, Key=key)["Body"]
+                lines = sum(chunk.count(b"\n") for chunk in body.iter_chunks(1 << 20))
+                out.archive_lines[channel] = out.archive_lines.get(channel, 0) + lines
+        out.open_uploads = len(s3.list_multipart_uploads(Bucket=BUCKET).get("Uploads", []))
+
+    await asyncio.to_thread(read)
+
+
+def _scan_logs(world: World, out: Collected) -> None:
+    try:
+        text = world.service_log.read_text(errors="replace")
+    except OSError:
+        return
+    out.log_lines = text.count("\n")
+    out.leaked = [name for name, secret in world.secrets.items() if secret in text]
+
+
+def remove_workdir(out: Collected) -> None:
+    if out.cfg.workdir is None:
+        shutil.rmtree(out.workdir, ignore_errors=True)

@@ -1,0 +1,171 @@
+"""Everything the soak runs: a private ``redis-server`` (with a password), moto's S3 server
+behind a :class:`TcpProxy`, the simulator (in this process, so its fault switches and its
+ground truth are at hand) and the service (``python -m polygon_runner run``, a child)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import secrets
+import sys
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import boto3
+
+from bench.expected import bench_symbols
+from bench.procs import Child, start_child, wait_port
+from bench.soak.plan import SoakConfig
+from bench.soak.proxy import TcpProxy
+from polygon_runner.local_redis import RedisServerProcess, free_port
+from polygon_runner.simulator import PolygonSimulator, SimulatorConfig
+
+__all__ = ["BUCKET", "PREFIX", "World"]
+
+BUCKET = "soak"
+PREFIX = "raw"
+REGION = "us-east-1"
+TTL_S = {"AM": 120, "FMV": 60, "T": 60, "Q": 60}
+"""The service's default TTLs (SPEC §2), which the soak leaves as they are."""
+SHUTDOWN_TIMEOUT_S = 90.0
+
+
+class World:
+    def __init__(self, cfg: SoakConfig, workdir: Path) -> None:
+        self.cfg = cfg
+        self.workdir = workdir
+        self.symbols = bench_symbols(cfg.symbols)
+        # Secrets the service gets and must never log (checked at the end).
+        self.api_key = "pk_" + secrets.token_hex(12)
+        self.redis_password = "rp_" + secrets.token_hex(12)
+        self.aws_secret = "as_" + secrets.token_hex(16)
+        self.redis = RedisServerProcess(extra_args=("--requirepass", self.redis_password))
+        self.moto: Child | None = None
+        self.proxy: TcpProxy | None = None
+        self.sim = PolygonSimulator(
+            SimulatorConfig(
+                api_key=self.api_key,
+                symbols=self.symbols,
+                events_per_second=cfg.rate / 2,
+                track_latest=True,
+                wall_clock=True,
+                auth_timeout_s=None,
+            )
+        )
+        self.service: asyncio.subprocess.Process | None = None
+        self.health_port = free_port()
+        self.service_log = workdir / "service.log"
+
+    @property
+    def redis_url(self) -> str:
+        return f"redis://:{self.redis_password}@127.0.0.1:{self.redis.port}/0"
+
+    @property
+    def secrets(self) -> dict[str, str]:
+        return {
+            "POLYGON_API_KEY": self.api_key,
+            "Redis password": self.redis_password,
+            "AWS_SECRET_ACCESS_KEY": self.aws_secret,
+        }
+
+    async def start(self) -> None:
+        await asyncio.to_thread(self.redis.start)
+        await self._start_s3()
+        await self.sim.start()
+        await self.start_service()
+
+    async def _start_s3(self) -> None:
+        port = free_port()
+        argv = [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)]
+        self.moto = start_child("moto", argv, self.workdir)
+        await asyncio.to_thread(wait_port, port, 30.0, self.moto)
+        self.proxy = TcpProxy(port)
+        await self.proxy.up()
+        await asyncio.to_thread(self.s3().create_bucket, Bucket=BUCKET)
+
+    def s3(self) -> Any:
+        """A boto3 client straight to moto (not through the proxy)."""
+        assert self.moto is not None and self.proxy is not None
+        return boto3.client(
+            "s3",
+            region_name=REGION,
+            endpoint_url=f"http://127.0.0.1:{self.proxy.upstream_port}",
+            aws_access_key_id="soak",
+            aws_secret_access_key=self.aws_secret,
+        )
+
+    def service_env(self) -> dict[str, str]:
+        assert self.proxy is not None
+        return {
+            "POLYGON_API_KEY": self.api_key,
+            "POLYGON_WS_SYMBOLS": ",".join(self.symbols),
+            "POLYGON_DISCOVER_TICKERS": "false",
+            "POLYGON_WS_HOST_REALTIME": self.sim.realtime_url,
+            "POLYGON_WS_HOST_DELAYED": self.sim.delayed_url,
+            "REDIS_URL": self.redis_url,
+            "HEALTH_PORT": str(self.health_port),
+            "LOG_FORMAT": "json",
+            "LOG_LEVEL": "INFO",
+            "MALLOC_MMAP_THRESHOLD_": "131072",
+            "SHUTDOWN_TIMEOUT_SEC": str(SHUTDOWN_TIMEOUT_S),
+            "S3_ENABLED": "true",
+            "S3_BUCKET": BUCKET,
+            "S3_PREFIX": PREFIX,
+            "S3_HOSTNAME": "soak",
+            "S3_ENDPOINT_URL": f"http://127.0.0.1:{self.proxy.port}",
+            "AWS_REGION": REGION,
+            "AWS_ACCESS_KEY_ID": "soak",
+            "AWS_SECRET_ACCESS_KEY": self.aws_secret,
+        }
+
+    async def start_service(self) -> None:
+        base = {
+            k: v
+            for k, v in os.environ.items()
+            if not k.startswith(("POLYGON_", "REDIS_", "S3_", "AWS_", "SIMULATOR_"))
+        }
+        with self.service_log.open("ab") as log:
+            self.service = await asyncio.create_subprocess_exec(
+                sys.executable,
+                "-m",
+                "polygon_runner",
+                "run",
+                env={**base, **self.service_env()},
+                cwd=self.workdir,
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=log,
+                stderr=log,
+            )
+
+    async def get(self, path: str, timeout_s: float = 2.0) -> tuple[int, str]:
+        url = f"http://127.0.0.1:{self.health_port}{path}"
+        timeout = aiohttp.ClientTimeout(total=timeout_s)
+        async with aiohttp.ClientSession(timeout=timeout) as session, session.get(url) as r:
+            return r.status, await r.text()
+
+    async def wait_healthy(self, timeout_s: float) -> None:
+        deadline = asyncio.get_running_loop().time() + timeout_s
+        while True:
+            assert self.service is not None
+            if self.service.returncode is not None:
+                raise RuntimeError(f"the service exited with {self.service.returncode}")
+            with contextlib.suppress(aiohttp.ClientError, OSError, TimeoutError):
+                status, _ = await self.get("/healthz")
+                if status == 200:
+                    return
+            if asyncio.get_running_loop().time() > deadline:
+                raise TimeoutError("the service did not become healthy")
+            await asyncio.sleep(0.1)
+
+    async def close(self) -> None:
+        if self.service is not None and self.service.returncode is None:
+            self.service.kill()
+            await self.service.wait()
+        await self.sim.stop()
+        if self.proxy is not None:
+            await self.proxy.down()
+        if self.moto is not None:
+            self.moto.stop()
+        await asyncio.to_thread(self.redis.stop)
