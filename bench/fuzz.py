@@ -72,6 +72,9 @@ KEEP_PER_KIND = 20
 CONFLATION_KEY_LIMIT = 50_000
 
 
+_BREAKS_TO_SPACES = bytes.maketrans(b"\r\n", b"  ")
+
+
 @dataclass
 class Breach:
     kind: str
@@ -348,7 +351,8 @@ class FrameChecker:
             self.breach("archive:multiline", "archive_line", detail, data, label)
         # The symbol's own encoding is free (escaped or raw UTF-8); the fields check reads it.
         prefix = b'{"channel":"%s","symbol":' % channel.value.encode()
-        rest = body[1:].lstrip(b" \t\r\n")
+        # Line breaks between tokens become spaces (a raw break cannot sit in a JSON string).
+        rest = body[1:].translate(_BREAKS_TO_SPACES).lstrip(b" \t")
         tail = b'"ingestTs":"%s"' % INGEST_TS + (rest if rest.startswith(b"}") else b"," + rest)
         if not (line.startswith(prefix) and line[:-1].endswith(tail)):
             detail = f"line {line[:200]!r} for element {body[:200]!r}"

@@ -159,6 +159,10 @@ class FrameDecoder:
         self, data: bytes | bytearray | memoryview | str, *, keep_raw: bool = False
     ) -> DecodedFrame:
         """Decode one frame. Never raises; see :class:`DecodedFrame`."""
+        if not _utf8(data):
+            # JSON text is UTF-8 (RFC 8259 §8.1); msgspec does not check strings it skips.
+            reject = Reject(RejectReason.INVALID_JSON, "invalid UTF-8", _excerpt(data))
+            return DecodedFrame([], [], [reject], [])
         fast = self._decode_whole(data, keep_raw)
         if fast is not None:
             return fast
@@ -170,10 +174,8 @@ class FrameDecoder:
         try:
             raws = self._frame.decode(data)
         except msgspec.ValidationError as exc:
-            reason = _classify(str(exc))
-            if reason is RejectReason.NOT_OBJECT or reason is RejectReason.INVALID_TYPE:
-                reason = RejectReason.NOT_ARRAY
-            rejects.append(Reject(reason, str(exc), _excerpt(data)))
+            # JSON, but not an array (an object, a string, a number even out of range).
+            rejects.append(Reject(RejectReason.NOT_ARRAY, str(exc), _excerpt(data)))
             return frame
         except (msgspec.DecodeError, RecursionError, UnicodeError, TypeError) as exc:
             rejects.append(Reject(RejectReason.INVALID_JSON, str(exc), _excerpt(data)))
@@ -183,7 +185,7 @@ class FrameDecoder:
         for raw in raws:
             try:
                 event = decode_element(raw)
-            except (msgspec.ValidationError, RecursionError) as exc:
+            except (msgspec.ValidationError, RecursionError, UnicodeError) as exc:
                 reason = (
                     _classify(str(exc))
                     if isinstance(exc, msgspec.ValidationError)
@@ -294,6 +296,22 @@ def _bodies(data: bytes | bytearray | memoryview | str, count: int) -> list[byte
     return bodies
 
 
+def _utf8(data: bytes | bytearray | memoryview | str) -> bool:
+    """Whether ``data`` is valid UTF-8 (a ``str`` always is). Frames are ASCII in practice,
+    and ``isascii`` is one fast scan; anything else gets a real decode."""
+    if isinstance(data, str):
+        return True
+    if isinstance(data, memoryview):
+        data = data.tobytes()
+    if data.isascii():
+        return True
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
 def _excerpt(data: bytes | bytearray | memoryview | str) -> bytes:
     if isinstance(data, str):
         return data[:EXCERPT_BYTES].encode("utf-8", "replace")
@@ -320,9 +338,13 @@ def archive_line(
     """SPEC §3's NDJSON line for one element, ending in ``\\n``.
 
     ``ingest_ts`` is the already formatted ``iso_ms`` time as bytes (format it once per
-    frame). The element's own fields follow byte for byte, ``ev`` and ``sym`` included.
+    frame). The element's own fields follow byte for byte, ``ev`` and ``sym`` included,
+    except that line breaks between its tokens become spaces, so the line stays one line
+    (a raw line break cannot occur inside a JSON string, so nothing else changes).
     """
     body = memoryview(raw)
+    if _has_break(body):
+        body = memoryview(body.tobytes().translate(_BREAKS_TO_SPACES))
     if len(body) > 1 and body[1] == 0x22:  # the usual shape: {"ev":... (no whitespace, not empty)
         head = _HEADS.get((channel, symbol))
         if head is None:
@@ -334,6 +356,14 @@ def archive_line(
         start += 1
     sep = b"" if start < end and body[start] == 0x7D else b","  # "}" means an empty object
     return b"".join((_head(channel, symbol), ingest_ts, b'"', sep, body[start:], b"\n"))
+
+
+_BREAKS_TO_SPACES = bytes.maketrans(b"\r\n", b"  ")
+
+
+def _has_break(body: memoryview) -> bool:
+    data = body.tobytes()
+    return b"\n" in data or b"\r" in data
 
 
 _HEADS: dict[tuple[Channel, str | None], bytes] = {}

@@ -23,23 +23,11 @@ from tests import strategies as s
 
 CI_FRAMES = 20_000
 
-KNOWN_BUGS = {
-    # Invalid UTF-8 in a string value or key escapes the per-element loop of
-    # FrameDecoder.decode as UnicodeDecodeError (only ValidationError/RecursionError caught).
-    "exception:decode:UnicodeDecodeError",
-    "exception:decode_keep_raw:UnicodeDecodeError",
-    "exception:decode_frame:UnicodeDecodeError",
-    # msgspec's list[Raw] pass does not check UTF-8 inside strings: a frame that is not JSON
-    # (RFC 8259 §8.1) yields events, and their archive lines carry the invalid bytes.
-    "accounting:invalid_utf8_accepted",
-    "archive:invalid_utf8",
-    # archive_line keeps whitespace inside the element: a newline there splits the NDJSON line.
-    "archive:multiline",
-    # A frame starting with an out-of-range number (b"1e310", b"1e999[]") is rejected as
-    # non_finite, an element-level reason, instead of not_array/invalid_json (the frame-level
-    # mapping in FrameDecoder.decode only turns NOT_OBJECT/INVALID_TYPE into NOT_ARRAY).
-    "accounting:frame_reason_non_finite",
-}
+KNOWN_BUGS: set[str] = set()
+"""Breach kinds of src bugs the fuzz found and nobody fixed yet (each with a strict-xfail
+reproducer below). The four it found first (invalid UTF-8 escaping ``decode`` as
+``UnicodeDecodeError`` or yielding events, a line break splitting an archive line, a
+frame-level ``non_finite``) are fixed; their reproducers are ordinary tests now."""
 
 
 def unexpected(report: FuzzReport) -> dict[str, int]:
@@ -75,12 +63,10 @@ def test_fuzz_run_accounts_for_every_element(ci_report: FuzzReport) -> None:
     assert report.unreadable_frames > 100
 
 
-@pytest.mark.xfail(strict=True, reason="src bugs found by the fuzz; see KNOWN_BUGS")
 def test_fuzz_run_has_no_breach_at_all(ci_report: FuzzReport) -> None:
     assert dict(ci_report.breaches) == {}
 
 
-@pytest.mark.xfail(strict=True, reason="bug: UnicodeDecodeError escapes FrameDecoder.decode")
 @pytest.mark.parametrize(
     "frame",
     [
@@ -94,21 +80,18 @@ def test_invalid_utf8_in_a_decoded_string_is_a_reject(frame: bytes) -> None:
     assert decoded.element_count == 1 and decoded.rejects[0].reason is RejectReason.INVALID_JSON
 
 
-@pytest.mark.xfail(strict=True, reason="bug: a frame with invalid UTF-8 yields events")
 def test_a_frame_with_invalid_utf8_is_one_frame_level_reject() -> None:
     frame = b'[{"ev":"T","sym":"A","p":1,"s":1,"t":1,"x":"\xff"}]'
     decoded = decode_frame(frame, keep_raw=True)
     assert decoded.events == [] and [r.reason for r in decoded.rejects] == ["invalid_json"]
 
 
-@pytest.mark.xfail(strict=True, reason="bug: a newline inside the element splits the line")
 def test_archive_line_is_one_line_for_a_pretty_printed_element() -> None:
     frame = b'[{\n "ev": "T",\n "sym": "A",\n "p": 1,\n "s": 1,\n "t": 1\n}]'
     ((channel, symbol, raw),) = decode_frame(frame, keep_raw=True).archive
     assert archive_line(channel, symbol, b"2025-05-07T15:04:05.123Z", raw).count(b"\n") == 1
 
 
-@pytest.mark.xfail(strict=True, reason="bug: a frame-level reject says non_finite")
 @pytest.mark.parametrize("frame", [b"1e310", b"1e999[]"])
 def test_a_frame_starting_with_a_huge_number_is_a_frame_level_reject(frame: bytes) -> None:
     (reject,) = decode_frame(frame).rejects
