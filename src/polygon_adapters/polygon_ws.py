@@ -223,6 +223,10 @@ class PolygonWebSocketFeed:
                 "%s feed: no auth_success within %.0f s", self.role.value, self._handshake_timeout
             )
             return DisconnectReason.HANDSHAKE_TIMEOUT
+        except Exception:  # a bug on some input must not end the feed: log it, reconnect
+            logger.exception("%s feed: unexpected error; reconnecting", self.role.value)
+            session.close(DisconnectReason.DROP)
+            return DisconnectReason.DROP
         finally:
             self._ws = None
             await ws.close()

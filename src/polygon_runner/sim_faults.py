@@ -36,6 +36,8 @@ class GarbageKind(StrEnum):
     """A frame holding one JSON object instead of an array."""
     NAN = "nan"
     """A frame with a bare ``NaN`` number token (not JSON; some encoders emit it)."""
+    INVALID_UTF8 = "invalid_utf8"
+    """A text frame whose bytes are not UTF-8 (a ``0xff`` inside a string)."""
     UNKNOWN_EV = "unknown_ev"
     """An element with an unknown ``ev`` (``XYZ``) and a ``LULD``, beside valid data."""
     ILL_TYPED = "ill_typed"
@@ -44,7 +46,12 @@ class GarbageKind(StrEnum):
     @property
     def whole_frame(self) -> bool:
         """Sent as a frame of its own (otherwise mixed into the next data frame)."""
-        return self in (GarbageKind.INVALID_JSON, GarbageKind.NON_ARRAY, GarbageKind.NAN)
+        return self in (
+            GarbageKind.INVALID_JSON,
+            GarbageKind.NON_ARRAY,
+            GarbageKind.NAN,
+            GarbageKind.INVALID_UTF8,
+        )
 
 
 class StatusKill(StrEnum):

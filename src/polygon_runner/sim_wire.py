@@ -138,6 +138,9 @@ GARBAGE: dict[GarbageKind, list[bytes]] = {
     GarbageKind.NAN: [
         b'[{"ev":"Q","sym":"AAPL","bp":NaN,"bs":1,"ap":192.2,"as":1,"t":' + _OLD + b"}]"
     ],
+    GarbageKind.INVALID_UTF8: [
+        b'[{"ev":"T","sym":"AAPL","p":192.1,"s":100,"t":' + _OLD + b',"x":"\xff"}]'
+    ],
     GarbageKind.UNKNOWN_EV: [
         b'{"ev":"XYZ","sym":"AAPL","p":1,"t":' + _OLD + b"}",
         b'{"ev":"LULD","T":"MSFT","h":218.96,"l":198.11,"i":[21],"z":3,'

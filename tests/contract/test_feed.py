@@ -451,9 +451,9 @@ async def test_garbage_and_unknown_events_are_counted_and_the_connection_survive
         async with running(feed, record):
             await sim.truth.wait_total(3000)
             await eventually(lambda: record.total == 3000)
-            await eventually(lambda: sum(record.rejects.values()) == 8)
+            await eventually(lambda: sum(record.rejects.values()) == 9)
     expected = Counter(
-        invalid_json=2,  # a truncated array, and a NaN token
+        invalid_json=3,  # a truncated array, a NaN token, and bytes that are not UTF-8
         not_array=1,
         unknown_ev=2,  # XYZ and LULD
         invalid_type=1,  # a string price
@@ -558,3 +558,26 @@ async def test_aclose_while_dialling_a_silent_host_returns_at_once() -> None:
         writer.close()
     server.close()
     await server.wait_closed()
+
+
+async def test_an_unexpected_error_on_a_frame_reconnects_instead_of_ending_the_feed(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    class Failing(Recorder):
+        failed = False
+
+        def __call__(self, frame: DecodedFrame, receive_ms: int) -> None:
+            if frame.events and not self.failed:
+                self.failed = True
+                raise RuntimeError("a bug in the frame handler")
+            super().__call__(frame, receive_ms)
+
+    async with simulator(events_per_second=2000) as sim:
+        feed = feed_for(sim.delayed_url, DL, ("AAPL",))
+        record = Failing()
+        async with running(feed, record):
+            await eventually(streaming([feed], connects=2))
+            await more_data(record)
+    assert record.failed and feed.stats.disconnects == {"drop": 1}
+    assert "delayed feed: unexpected error; reconnecting" in caplog.text
+    assert "a bug in the frame handler" in caplog.text  # the traceback is logged
