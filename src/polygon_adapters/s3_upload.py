@@ -151,7 +151,7 @@ class S3RetryPolicy:
 
     initial_s: float = 0.2
     factor: float = 2.0
-    max_s: float = 10.0
+    max_s: float = 1.0
     jitter: float = 0.2
     recovery_attempts: int = 5
 

@@ -83,7 +83,7 @@ class Settings:
     s3_max_object_bytes: int = 512_000_000
     s3_part_size_bytes: int = 16 * 1024 * 1024
     s3_use_marker: bool = True
-    s3_max_buffer_bytes: int = 256 * 1024 * 1024
+    s3_max_buffer_bytes: int = 512 * 1024 * 1024
     health_port: int = 8080
     log_format: Literal["json", "text"] = "json"
     log_level: str = "INFO"
@@ -312,7 +312,7 @@ def load_settings(environ: Mapping[str, str], dotenv: Path | None = None) -> Set
     region = r.raw("AWS_REGION") or r.raw("AWS_DEFAULT_REGION") or ""
     part_size = r.integer("S3_PART_SIZE_BYTES", 16 * 1024 * 1024, 5 * 1024 * 1024)
     max_object = r.integer("S3_MAX_OBJECT_BYTES", 512_000_000, 1)
-    buffer_budget = r.integer("S3_MAX_BUFFER_BYTES", 256 * 1024 * 1024, 1024 * 1024)
+    buffer_budget = r.integer("S3_MAX_BUFFER_BYTES", 512 * 1024 * 1024, 1024 * 1024)
     if s3_enabled:
         if not s3_bucket:
             r.problems["S3_BUCKET"] = "is required when S3_ENABLED=true"
