@@ -30,7 +30,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=d.seed, help="seed of the chaos schedule (1)")
     p.add_argument("--outage", type=float, default=d.outage_s, help="Redis/S3 downtime, s (30)")
     p.add_argument("--warmup", type=float, default=d.warmup_s, help="warm-up, s (20)")
-    p.add_argument("--settle", type=float, default=d.settle_s, help="settle phase, s (10)")
+    p.add_argument("--settle", type=float, default=d.settle_s, help="settle phase, s (20)")
     p.add_argument("--drops", type=int, default=0, help="WebSocket drops (0: by duration)")
     p.add_argument("--workdir", type=Path, default=None, help="keep the logs here")
     p.add_argument("--json", type=Path, default=None, help="also write the results here")

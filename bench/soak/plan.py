@@ -38,7 +38,7 @@ class SoakConfig:
     outage_s: float = 30.0
     """How long Redis and S3 stay down."""
     warmup_s: float = 20.0
-    settle_s: float = 10.0
+    settle_s: float = 20.0
     """Data keeps flowing this long after the last outage ended, before the final checks."""
     recovery_limit_s: float = 2.0
     """Writes resume and lag is back to normal within this long after an outage ends."""

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import time
 from collections.abc import Awaitable
@@ -22,6 +23,8 @@ from polygon_core.errors import PolygonIngestError
 from polygon_core.ingest import Ingest
 from polygon_core.subscriptions import SymbolSelection
 from polygon_runner.health import HealthReport
+
+GC_INTERVAL_S = 15.0
 
 __all__ = ["ArchiveRunner", "Service"]
 
@@ -120,6 +123,7 @@ class Service:
             start(f"feed-{feed.role.value}", feed.run(self.ingest.on_frame))
         start("flush", self.ingest.run_flush_loop())
         start("health-log", self._health_log())
+        start("gc", self._collect_cycles())
         if self.archive is not None:
             start("archive", self.archive.run())
         stopper = asyncio.ensure_future(self._stop.wait())
@@ -183,6 +187,25 @@ class Service:
             if task_name == name and not task.done():
                 with contextlib.suppress(asyncio.CancelledError, PolygonIngestError):
                     await task
+
+    @staticmethod
+    async def _collect_cycles() -> None:
+        """A full garbage collection every ``GC_INTERVAL_S``.
+
+        The runner raises the collector's thresholds for the hot path and freezes what
+        start-up made (``__main__``), so the oldest generation would be scanned only after
+        hours; meanwhile reference cycles that aiohttp and botocore leave behind (a failed
+        request's exception, traceback and frames) keep their request bodies, S3 parts of
+        16 MiB, alive. Collecting every 15 s returns them; it scans only what was made since
+        start-up (about 2 ms for the state of 10,000 symbols).
+        """
+        while True:
+            await asyncio.sleep(GC_INTERVAL_S)
+            started = time.perf_counter()
+            found = gc.collect()
+            if logger.isEnabledFor(logging.DEBUG):
+                elapsed_ms = (time.perf_counter() - started) * 1000
+                logger.debug("gc: %d unreachable objects collected in %.1f ms", found, elapsed_ms)
 
     async def _health_log(self) -> None:
         while True:
