@@ -131,7 +131,7 @@ def _bad_frames(cfg: SoakConfig, rng: random.Random) -> list[Fault]:
             at = round(rng.uniform(0, window), 3)
             out.append(Fault(at, kind, rng.choice(HOSTS), dict(params)))
 
-    for garbage in ("invalid_json", "non_array", "nan", "unknown_ev", "ill_typed"):
+    for garbage in ("invalid_json", "non_array", "nan", "invalid_utf8", "unknown_ev", "ill_typed"):
         spread("garbage", 60.0, garbage=garbage)
     spread("oversize", 120.0, size_bytes=2 * 1024 * 1024)
     spread("out_of_order", 30.0, count=5)
