@@ -14,7 +14,8 @@ Rules (SPEC §2):
   a newer (or equally new, later) item arrived meanwhile.
 
 Memory is bounded by the number of distinct keys, not by the event rate: one small list
-``[event time, item]`` per key, plus the set of keys waiting for the next flush.
+``[event time, item]`` per key, plus the keys waiting for the next flush (each mapped to its
+list, so :meth:`~ConflationBuffer.drain` reads the lists without a second lookup by key).
 """
 
 from __future__ import annotations
@@ -46,7 +47,8 @@ class ConflationBuffer(Generic[T]):
     def __init__(self) -> None:
         self._state: dict[str, list[Any]] = {}
         """key -> [event time, item] of the newest item accepted (pending or handed out)."""
-        self._pending: set[str] = set()
+        self._pending: dict[str, list[Any]] = {}
+        """key -> its ``_state`` list, for the keys waiting for the next flush."""
         self.accepted = 0
         """Items taken in (each replaced or will be written)."""
         self.late_dropped = 0
@@ -57,14 +59,14 @@ class ConflationBuffer(Generic[T]):
         """Take ``item`` unless it is older than the newest accepted for ``key``."""
         current = self._state.get(key)
         if current is None:
-            self._state[key] = [event_time, item]
+            current = self._state[key] = [event_time, item]
         elif event_time < current[0]:
             self.late_dropped += 1
             return False
         else:
             current[0] = event_time
             current[1] = item
-        self._pending.add(key)
+        self._pending[key] = current
         self.accepted += 1
         return True
 
@@ -73,9 +75,8 @@ class ConflationBuffer(Generic[T]):
         pending = self._pending
         if not pending:
             return []
-        self._pending = set()
-        state = self._state
-        batch = [(key, *state[key]) for key in pending]
+        self._pending = {}
+        batch = [(key, entry[0], entry[1]) for key, entry in pending.items()]
         self._handed_out += len(batch)
         return batch
 
@@ -89,7 +90,7 @@ class ConflationBuffer(Generic[T]):
             current = state.get(key)
             if key not in pending and current is not None and current[1] is item:
                 if current[0] == event_time:
-                    pending.add(key)
+                    pending[key] = current
                     restored += 1
         self._handed_out -= restored
         return restored
@@ -151,7 +152,7 @@ class EventConflation(ConflationBuffer[MarketEvent]):
     def offer_events(self, events: Sequence[MarketEvent]) -> None:
         """Offer every event in arrival order (events must have valid symbols)."""
         state = self._state
-        add_pending = self._pending.add
+        pending = self._pending
         counts = self._counts
         prefix = _PREFIX
         time_of = _TIME
@@ -163,14 +164,14 @@ class EventConflation(ConflationBuffer[MarketEvent]):
             key = prefix[kind] + event.symbol
             current = state.get(key)
             if current is None:
-                state[key] = [t, event]
+                current = state[key] = [t, event]
             elif t < current[0]:
                 late += 1
                 continue
             else:
                 current[0] = t
                 current[1] = event
-            add_pending(key)
+            pending[key] = current
         self.accepted += len(events) - late
         self.late_dropped += late
 
