@@ -70,17 +70,26 @@ def redact_url(url: str) -> str:
     return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
 
 
-def _pack_set(value: LatestValue) -> bytes:
-    key = value.key.encode()
-    ttl = b"%d" % value.ttl_s
-    return b"*5\r\n$3\r\nSET\r\n$%d\r\n%s\r\n$%d\r\n%s\r\n$2\r\nEX\r\n$%d\r\n%s\r\n" % (
-        len(key),
-        key,
-        len(value.value),
-        value.value,
-        len(ttl),
-        ttl,
-    )
+def _pack_sets(values: Sequence[LatestValue]) -> bytes:
+    """``SET key value EX ttl`` of each value as one RESP payload.
+
+    One ``%``-format per value for the head (key and value), and the tail (``EX ttl``)
+    built once per TTL: a batch holds a handful of distinct TTLs.
+    """
+    tails: dict[int, bytes] = {}
+    parts: list[bytes] = []
+    append = parts.append
+    for value in values:
+        key = value.key.encode()
+        body = value.value
+        append(b"*5\r\n$3\r\nSET\r\n$%d\r\n%b\r\n$%d\r\n%b" % (len(key), key, len(body), body))
+        ttl_s = value.ttl_s
+        tail = tails.get(ttl_s)
+        if tail is None:
+            ttl = b"%d" % ttl_s
+            tail = tails[ttl_s] = b"\r\n$2\r\nEX\r\n$%d\r\n%b\r\n" % (len(ttl), ttl)
+        append(tail)
+    return b"".join(parts)
 
 
 async def _read_replies(conn: Any, count: int) -> list[str]:
@@ -182,7 +191,7 @@ class RedisLatestStore:
             raise StoreUnavailable(f"{self.description}: {type(exc).__name__}: {exc}") from exc
 
     async def _put_packed(self, client: Redis, values: Sequence[LatestValue]) -> None:
-        payload = b"".join([_pack_set(v) for v in values])
+        payload = _pack_sets(values)
         pool = client.connection_pool
         conn = await pool.get_connection()  # type: ignore[no-untyped-call]
         try:

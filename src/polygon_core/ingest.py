@@ -43,6 +43,7 @@ QUIET_STEP_S = 0.002
 idle and the gap is cut short."""
 
 logger = logging.getLogger(__name__)
+_MINUS_INF = float("-inf")
 _Batch = list[tuple[str, int | float, MarketEvent]]
 
 
@@ -241,6 +242,7 @@ class Ingest:
         clock = self._clock
         updated_at = iso_ms(clock.time_ms())
         ttl = self._ttl_by_channel
+        encode = encode_record
         newest = self._newest_written
         size = self._chunk
         written = 0
@@ -249,15 +251,16 @@ class Ingest:
             while written < len(batch):
                 part = batch[written : written + size]
                 values = [
-                    LatestValue(key, encode_record(event, updated_at), ttl[event.channel])
+                    LatestValue(key, encode(event, updated_at), ttl[event.channel])
                     for key, _t, event in part
                 ]
                 await self._store.put_many(values)
                 written += len(part)
                 self._log_written(values)
+                newest_of = newest.get
                 for _key, t, event in part:
                     channel = event.channel
-                    if t > newest.get(channel, float("-inf")):
+                    if t > newest_of(channel, _MINUS_INF):
                         newest[channel] = t
         except StoreUnavailable as exc:
             self._count_written(written)
