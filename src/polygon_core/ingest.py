@@ -199,10 +199,10 @@ class Ingest:
                 poked = await scheduler.wait_for_poke(min(wait, QUIET_STEP_S))
                 if poked or self.buffer.accepted != seen:
                     continue  # still busy (or woken early): keep conflating
-            started = self._last_flush_start = clock.monotonic_s()
-            await self._flush_with_retry()
+            self._last_flush_start = clock.monotonic_s()
+            # The gap follows the write that succeeded, not the outage before it.
+            self._last_flush_s = await self._flush_with_retry()
             self._last_flush_end = clock.monotonic_s()
-            self._last_flush_s = self._last_flush_end - started
 
     def stop(self) -> None:
         """Ask the flush loop to end; it returns after the flush in flight."""
@@ -273,11 +273,17 @@ class Ingest:
         self._on_success(written, clock.monotonic_s() - started)
         return True
 
-    async def _flush_with_retry(self) -> None:
+    async def _flush_with_retry(self) -> float:
+        """Flush, retrying with backoff until it succeeds (or :meth:`stop`); returns how long
+        the last attempt took."""
+        clock = self._clock
         delays: Iterator[float] | None = None
-        while not await self.flush_once():
-            if self._stopping:
-                return
+        while True:
+            started = clock.monotonic_s()
+            ok = await self.flush_once()
+            elapsed = clock.monotonic_s() - started
+            if ok or self._stopping:
+                return elapsed
             if delays is None:
                 delays = self._delays()
             await self._scheduler.sleep(next(delays))

@@ -311,3 +311,48 @@ async def test_a_quiet_reader_cuts_the_busy_gap_short(running) -> None:
     await eventually(lambda: len(store.starts) == 2, within_s=2)
     gap = store.starts[1] - store.starts[0]
     assert gap < 0.05 + 0.03, gap  # not 50 ms + 3 x 50 ms
+
+
+class DownThenUp(InMemoryLatestStore):
+    """Refuses writes until ``up`` is set (a store outage), then takes them at once."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.up = False
+        self.starts: list[float] = []
+
+    async def put_many(self, values: Sequence[LatestValue]) -> None:
+        from polygon_core.errors import StoreUnavailable
+
+        if not self.up:
+            raise StoreUnavailable("down")
+        self.starts.append(asyncio.get_running_loop().time())
+        await super().put_many(values)
+
+
+async def test_after_an_outage_the_busy_gap_follows_the_write_not_the_outage(running) -> None:
+    """The outage's retries are not "time spent writing": once the store is back, flushes
+    keep their ordinary pace while events keep coming (the gap used to be stretched from
+    the whole outage, stalling writes for seconds after a Redis restart)."""
+    store = DownThenUp()
+    ingest = Ingest(
+        store, SystemClock(), AsyncioScheduler(), flush_interval_s=0.002,
+        retry_initial_s=0.05, retry_max_s=0.05,
+    )  # fmt: skip
+    running(ingest)
+    stop = asyncio.Event()
+
+    async def produce() -> None:  # the reader never goes quiet
+        t = 0
+        while not stop.is_set():
+            t += 1
+            feed(ingest, trade(f"S{t % 50}", t))
+            await asyncio.sleep(0.0005)
+
+    producer = asyncio.create_task(produce())
+    await asyncio.sleep(0.4)  # an outage of 0.4 s: several failed attempts
+    store.up = True
+    await eventually(lambda: len(store.starts) >= 5, within_s=1.0)
+    stop.set()
+    await producer
+    assert store.starts[4] - store.starts[0] < 0.2, store.starts
