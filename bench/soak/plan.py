@@ -38,6 +38,7 @@ class SoakConfig:
     outage_s: float = 30.0
     """How long Redis and S3 stay down."""
     warmup_s: float = 20.0
+    """At least ``run.RSS_WINDOW_S`` (the RSS baseline is taken over its last 10 s)."""
     settle_s: float = 20.0
     """Data keeps flowing this long after the last outage ended, before the final checks."""
     recovery_limit_s: float = 2.0

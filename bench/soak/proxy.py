@@ -4,15 +4,27 @@ Stopping moto's server would lose its buckets (it keeps them in memory), so the 
 this proxy between the service and moto and takes *the proxy* down: the listening socket
 closes (new connections are refused) and every open connection is reset, which is what a
 client sees when S3 becomes unreachable. :meth:`up` listens again on the same port.
+
+The soak runs it as a process of its own (``python -m bench.soak.proxy --upstream PORT``:
+SIGUSR1 takes it down, SIGUSR2 brings it back, and it prints ``listening PORT``, ``down``
+and ``up``), so that copying S3 traffic never slows the simulator that feeds the service;
+:class:`ProxyProcess` drives it.
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import contextlib
+import signal
 import socket
+import sys
+from collections.abc import Sequence
+from pathlib import Path
 
-__all__ = ["TcpProxy"]
+__all__ = ["ProxyProcess", "TcpProxy", "main"]
+
+_ROOT = str(Path(__file__).resolve().parents[2])
 
 
 class TcpProxy:
@@ -84,3 +96,87 @@ def _reset(writer: asyncio.StreamWriter) -> None:
                 socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00"
             )
     writer.transport.abort()
+
+
+class ProxyProcess:
+    """A :class:`TcpProxy` in a child process, driven by signals."""
+
+    def __init__(self, upstream_port: int) -> None:
+        self.upstream_port = upstream_port
+        self.port = 0
+        self.is_up = False
+        self._proc: asyncio.subprocess.Process | None = None
+
+    async def start(self) -> None:
+        self._proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "bench.soak.proxy", "--upstream", str(self.upstream_port),
+            stdout=asyncio.subprocess.PIPE, stdin=asyncio.subprocess.DEVNULL, cwd=_ROOT,
+        )  # fmt: skip
+        line = await self._line()
+        self.port = int(line.split()[1])
+        self.is_up = True
+
+    async def down(self) -> None:
+        await self._signal(signal.SIGUSR1, "down")
+        self.is_up = False
+
+    async def up(self) -> None:
+        await self._signal(signal.SIGUSR2, "up")
+        self.is_up = True
+
+    async def stop(self) -> None:
+        proc, self._proc = self._proc, None
+        if proc is not None and proc.returncode is None:
+            proc.terminate()
+            await proc.wait()
+
+    async def _signal(self, sig: int, answer: str) -> None:
+        assert self._proc is not None
+        self._proc.send_signal(sig)
+        line = await self._line()
+        if line != answer:
+            raise RuntimeError(f"proxy answered {line!r}, expected {answer!r}")
+
+    async def _line(self) -> str:
+        assert self._proc is not None and self._proc.stdout is not None
+        raw = await asyncio.wait_for(self._proc.stdout.readline(), 10.0)
+        if not raw:
+            raise RuntimeError("the proxy process exited")
+        return raw.decode().strip()
+
+
+async def _serve(upstream: int) -> None:
+    proxy = TcpProxy(upstream)
+    await proxy.up()
+    print(f"listening {proxy.port}", flush=True)
+    loop = asyncio.get_running_loop()
+    wanted: asyncio.Queue[bool] = asyncio.Queue()
+    loop.add_signal_handler(signal.SIGUSR1, wanted.put_nowait, False)
+    loop.add_signal_handler(signal.SIGUSR2, wanted.put_nowait, True)
+    stop = asyncio.Event()
+    loop.add_signal_handler(signal.SIGTERM, stop.set)
+    getter = asyncio.ensure_future(wanted.get())
+    stopper = asyncio.ensure_future(stop.wait())
+    while not stop.is_set():
+        await asyncio.wait({getter, stopper}, return_when=asyncio.FIRST_COMPLETED)
+        if getter.done():
+            if getter.result():
+                await proxy.up()
+                print("up", flush=True)
+            else:
+                await proxy.down()
+                print("down", flush=True)
+            getter = asyncio.ensure_future(wanted.get())
+    getter.cancel()
+    await proxy.down()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m bench.soak.proxy")
+    p.add_argument("--upstream", type=int, required=True, help="the port to forward to")
+    asyncio.run(_serve(p.parse_args(argv).upstream))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -26,6 +26,9 @@ from bench.soak.world import BUCKET, PREFIX, SHUTDOWN_TIMEOUT_S, World
 __all__ = ["Collected", "run_soak"]
 
 QUIET_S = 1.0
+RSS_WINDOW_S = 10.0
+"""RSS is compared as the peak over this long at the end of the warm-up and of the settle
+phase (both must be at least this long)."""
 """After the feed stops, the service's counters must hold still this long."""
 
 
@@ -76,11 +79,11 @@ async def run_soak(cfg: SoakConfig, progress: Any = print) -> Collected:
         out.rss = RssSampler(world.service.pid)
         tasks = [asyncio.create_task(o.run()) for o in (out.poller, out.watcher, out.rss)]
         progress(f"soak: warming up {cfg.warmup_s:.0f} s")
-        warm = time.time()
         await asyncio.sleep(cfg.warmup_s)
-        # The baseline: the peak over the warm-up's second half (the part buffers fill and
-        # empty every few seconds, so one sample is not a baseline).
-        out.rss_start = out.rss.peak_between(warm + cfg.warmup_s / 2, time.time())
+        # The baseline: the peak over the warm-up's last RSS_WINDOW_S (the archive's part
+        # buffers fill and empty every few seconds, so one sample is not a baseline); the
+        # end figure is the peak over a window as long at the end of the settle phase.
+        out.rss_start = out.rss.peak_between(time.time() - RSS_WINDOW_S, time.time())
         out.chaos = Chaos(world)
         started = time.monotonic()
         out.window = (time.time(), 0.0)
@@ -90,9 +93,8 @@ async def run_soak(cfg: SoakConfig, progress: Any = print) -> Collected:
         await _while_alive(world, chaos)
         out.window = (out.window[0], time.time())
         progress(f"soak: settling {cfg.settle_s:.0f} s")
-        settle = time.time()
         await _while_alive(world, asyncio.create_task(asyncio.sleep(cfg.settle_s)))
-        out.rss_end = out.rss.peak_between(settle, time.time())
+        out.rss_end = out.rss.peak_between(time.time() - RSS_WINDOW_S, time.time())
         await _quiesce(world, out.poller)
         out.final = out.poller.latest()
         _take_truth(world, out)
@@ -109,6 +111,7 @@ async def run_soak(cfg: SoakConfig, progress: Any = print) -> Collected:
             out.exit_code = world.service.returncode
         with contextlib.suppress(Exception):
             await _read_archive(world, out)
+        _write_timeline(out)
         _scan_logs(world, out)
         await world.close()
     return out
@@ -268,3 +271,22 @@ def _scan_logs(world: World, out: Collected) -> None:
 def remove_workdir(out: Collected) -> None:
     if out.cfg.workdir is None:
         shutil.rmtree(out.workdir, ignore_errors=True)
+
+
+def _write_timeline(out: Collected) -> None:
+    """``timeline.jsonl`` in the work directory: lag, writes, archive buffer, RSS per scrape."""
+    if out.poller is None:
+        return
+    rss = dict(out.rss.samples) if out.rss else {}
+    rss_times = sorted(rss)
+    with (out.workdir / "timeline.jsonl").open("w") as f:
+        for s in out.poller.samples:
+            before = [t for t in rss_times if t <= s.at]
+            item = {
+                "t": round(s.at, 3),
+                "lag": {c: s.lag(c) for c in KEY_PREFIX},
+                "writes": s.get("polygon_redis_writes_total"),
+                "archive_buffered": s.get("polygon_archive_bytes_buffered"),
+                "rss": rss[before[-1]] if before else None,
+            }
+            f.write(json.dumps(item) + "\n")

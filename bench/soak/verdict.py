@@ -32,18 +32,34 @@ class Recovery:
     resumed_s: float | None
     """Outage end to the first write (Redis value, S3 part, or events of that host)."""
     lag_ok_s: float | None
-    """Outage end to lag back at or under ``lag_ok_s`` (S3: the buffer drained)."""
+    """Outage end to lag back at or under ``lag_ok_s`` and staying there ``HOLD_S``."""
+    drained_s: float | None = None
+    """S3 only: outage end to the archive's backlog uploaded (informational)."""
 
     def within(self, limit_s: float) -> bool:
-        if self.outage.kind == "s3_down":
-            return self.resumed_s is not None and self.resumed_s <= limit_s
         return all(x is not None and x <= limit_s for x in (self.resumed_s, self.lag_ok_s))
+
+
+HOLD_S = 5.0
 
 
 def _first(samples: list[Sample], ended: float, test: Any) -> float | None:
     for s in samples:
         if s.at >= ended and test(s):
             return round(s.at - ended, 2)
+    return None
+
+
+def _settled(samples: list[Sample], ended: float, test: Any) -> float | None:
+    """Outage end to the first sample from which ``test`` holds for ``HOLD_S``."""
+    start: Sample | None = None
+    for s in samples:
+        if not test(s):
+            start = None
+        elif start is None:
+            start = s
+        if start is not None and s.at - start.at >= HOLD_S:
+            return round(max(0.0, start.at - ended), 2)
     return None
 
 
@@ -54,11 +70,13 @@ def recovery(o: Outage, poller: MetricsPoller, lag_ok_s: float) -> Recovery:
     before = poller.before(o.ended) or (samples[0] if samples else None)
     if before is None:
         return Recovery(o, None, None)
+    drained = None
+    channels: tuple[str, ...] = ALL_LAG
     if o.kind == "redis_down":
         writes = before.get("polygon_redis_writes_total")
         resumed = _first(samples, o.ended, lambda s: s.get("polygon_redis_writes_total") > writes)
-        channels: tuple[str, ...] = ALL_LAG
     elif o.kind == "s3_down":
+        # Redis must not suffer while the archive uploads its backlog.
         parts = before.get("polygon_archive_parts_uploaded")
         resumed = _first(
             samples, o.ended, lambda s: s.get("polygon_archive_parts_uploaded") > parts
@@ -68,15 +86,14 @@ def recovery(o: Outage, poller: MetricsPoller, lag_ok_s: float) -> Recovery:
         drained = _first(
             samples, o.ended, lambda s: s.get("polygon_archive_bytes_buffered") <= floor
         )
-        return Recovery(o, resumed, drained)
     else:
         assert o.host is not None
         host_channels = HOST_CHANNELS[o.host]
         seen = sum(before.events(c) for c in host_channels)
         resumed = _first(samples, o.ended, lambda s: sum(s.events(c) for c in host_channels) > seen)
         channels = LAG_CHANNELS[o.host]
-    lag_ok = _first(samples, o.ended, lambda s: all(s.lag(c) <= lag_ok_s for c in channels))
-    return Recovery(o, resumed, lag_ok)
+    lag_ok = _settled(samples, o.ended, lambda s: all(s.lag(c) <= lag_ok_s for c in channels))
+    return Recovery(o, resumed, lag_ok, drained)
 
 
 def _max_calm_lag(c: Collected, limit_s: float) -> float:
@@ -133,9 +150,7 @@ def judge(c: Collected) -> tuple[list[Check], list[Recovery], dict[str, Any]]:
     )
     slow = [r for r in recoveries if not r.within(cfg.recovery_limit_s)]
     worst = max((r.resumed_s or 0.0 for r in recoveries), default=0.0)
-    worst_lag = max(
-        (r.lag_ok_s or 0.0 for r in recoveries if r.outage.kind != "s3_down"), default=0.0
-    )
+    worst_lag = max((r.lag_ok_s or 0.0 for r in recoveries), default=0.0)
     checks.append(
         Check(
             f"3 writes resume, lag normal ≤ {cfg.recovery_limit_s:g} s after each outage",
@@ -269,15 +284,15 @@ def render(checks: list[Check], recoveries: list[Recovery], figures: dict[str, A
     rows += [
         "",
         f"{'outage':<12} {'host':<9} {'began':>8} {'lasted s':>9} {'resumed s':>10} "
-        f"{'lag ok s':>9}",
-        "-" * 62,
+        f"{'lag ok s':>9} {'drained s':>10}",
+        "-" * 73,
     ]
     t0 = min((r.outage.began for r in recoveries), default=0.0)
     for r in recoveries:
         o = r.outage
         rows.append(
             f"{o.kind:<12} {o.host or '-':<9} {o.began - t0:8.1f} {_f(o.seconds):>9} "
-            f"{_f(r.resumed_s):>10} {_f(r.lag_ok_s):>9}"
+            f"{_f(r.resumed_s):>10} {_f(r.lag_ok_s):>9} {_f(r.drained_s):>10}"
         )
     rows += ["", "figures: " + ", ".join(f"{k} {v}" for k, v in figures.items())]
     return "\n".join(rows)

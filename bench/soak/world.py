@@ -1,6 +1,7 @@
 """Everything the soak runs: a private ``redis-server`` (with a password), moto's S3 server
-behind a :class:`TcpProxy`, the simulator (in this process, so its fault switches and its
-ground truth are at hand) and the service (``python -m polygon_runner run``, a child)."""
+behind a proxy process (:class:`ProxyProcess`), the simulator (in this process, so its
+fault switches and its ground truth are at hand) and the service (``python -m
+polygon_runner run``, a child)."""
 
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ import boto3
 from bench.expected import bench_symbols
 from bench.procs import Child, start_child, wait_port
 from bench.soak.plan import SoakConfig
-from bench.soak.proxy import TcpProxy
+from bench.soak.proxy import ProxyProcess
 from polygon_runner.local_redis import RedisServerProcess, free_port
 from polygon_runner.simulator import PolygonSimulator, SimulatorConfig
 
@@ -43,7 +44,7 @@ class World:
         self.aws_secret = "as_" + secrets.token_hex(16)
         self.redis = RedisServerProcess(extra_args=("--requirepass", self.redis_password))
         self.moto: Child | None = None
-        self.proxy: TcpProxy | None = None
+        self.proxy: ProxyProcess | None = None
         self.sim = PolygonSimulator(
             SimulatorConfig(
                 api_key=self.api_key,
@@ -81,8 +82,8 @@ class World:
         argv = [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)]
         self.moto = start_child("moto", argv, self.workdir)
         await asyncio.to_thread(wait_port, port, 30.0, self.moto)
-        self.proxy = TcpProxy(port)
-        await self.proxy.up()
+        self.proxy = ProxyProcess(port)
+        await self.proxy.start()
         await asyncio.to_thread(self.s3().create_bucket, Bucket=BUCKET)
 
     def s3(self) -> Any:
@@ -165,7 +166,7 @@ class World:
             await self.service.wait()
         await self.sim.stop()
         if self.proxy is not None:
-            await self.proxy.down()
+            await self.proxy.stop()
         if self.moto is not None:
             self.moto.stop()
         await asyncio.to_thread(self.redis.stop)

@@ -21,7 +21,7 @@ from tests.redis_servers import redis_server_available
 
 pytestmark = pytest.mark.integration
 
-CI_SOAK = SoakConfig(duration_s=60.0, outage_s=10.0, warmup_s=10.0, settle_s=20.0, seed=1)
+CI_SOAK = SoakConfig(duration_s=60.0, outage_s=10.0, warmup_s=20.0, settle_s=20.0, seed=1)
 
 
 def test_the_ci_schedule_holds_every_kind_of_fault() -> None:
