@@ -356,3 +356,21 @@ async def test_after_an_outage_the_busy_gap_follows_the_write_not_the_outage(run
     stop.set()
     await producer
     assert store.starts[4] - store.starts[0] < 0.2, store.starts
+
+
+async def test_a_lone_frame_after_a_quiet_spell_is_flushed_at_once(running) -> None:
+    """Leading edge: the interval only spaces flushes; a frame arriving when the last flush
+    started more than one interval ago is written without waiting for it."""
+    store = SlowStore(0.0)
+    ingest = Ingest(store, SystemClock(), AsyncioScheduler(), flush_interval_s=0.2)
+    running(ingest)
+    feed(ingest, trade("A", 1))
+    await eventually(lambda: len(store.starts) == 1)
+    await asyncio.sleep(0.25)  # quiet for longer than the interval
+    fed = asyncio.get_running_loop().time()
+    feed(ingest, trade("B", 1))
+    await eventually(lambda: len(store.starts) == 2)
+    assert store.starts[1] - fed < 0.05, store.starts[1] - fed  # not the 200 ms interval
+    feed(ingest, trade("C", 1))  # right after a flush: this one waits for the interval
+    await eventually(lambda: len(store.starts) == 3, within_s=2)
+    assert store.starts[2] - store.starts[1] >= 0.19
