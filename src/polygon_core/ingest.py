@@ -13,7 +13,11 @@ duration, so that writing takes at most about ``flush_busy_fraction`` of the tim
 that took 4 ms is followed by at least 12 ms of pure conflation (at the default 0.25).
 Light load keeps the short interval (fresh values); heavy load writes each busy key once per
 cycle instead of once per event. The stretched gap is cut short once no event has arrived
-for ``QUIET_STEP_S`` (the reader is idle, nothing to protect), and a batch goes out in
+for ``QUIET_STEP_S`` (the reader is idle, nothing to protect). With ``flush_eager_below``
+set, the interval holds only after a flush of at least that many values: at low rates
+(small batches) each frame is written as soon as the busy-fraction gap allows, since there
+is little to coalesce and latency is what matters; the runner turns it on for Redis, not
+for Upstash (whose cost is per command). A batch goes out in
 chunks of ``flush_chunk`` values so the reader runs between them. When the store fails, what
 was not written goes back into the buffer (unless a newer value arrived meanwhile) and the
 write is retried with backoff; one log line marks the outage and one its end. Memory stays
@@ -94,6 +98,7 @@ class Ingest:
         flush_max_keys: int = 10_000,
         flush_busy_fraction: float = 0.25,
         flush_chunk: int = 2000,
+        flush_eager_below: int = 0,
         retry_initial_s: float = 0.05,
         retry_max_s: float = 1.0,
         log_writes: bool = False,
@@ -114,6 +119,8 @@ class Ingest:
         self._max_keys = flush_max_keys
         self._stretch = (1.0 - flush_busy_fraction) / flush_busy_fraction
         self._chunk = max(flush_chunk, 1)
+        self._eager_below = flush_eager_below
+        self._last_batch = 0
         self._retry = (retry_initial_s * 1000.0, retry_max_s * 1000.0)
         self._log_writes = log_writes
         self._rng = rng or (lambda: 0.0)
@@ -184,11 +191,12 @@ class Ingest:
             if not len(self.buffer):
                 await scheduler.wait_for_poke(None)
                 continue
-            # The configured interval holds unless many keys wait; the busy-fraction gap
+            # The configured interval holds unless many keys wait (or, with eager flushing,
+            # the last batch was small: nothing to coalesce); the busy-fraction gap
             # protects the reader's CPU, so it holds while events keep arriving and is cut
             # short once the reader has gone quiet (nothing to protect).
             now = clock.monotonic_s()
-            if len(self.buffer) < self._max_keys:
+            if len(self.buffer) < self._max_keys and self._last_batch >= self._eager_below:
                 wait = self._last_flush_start + self._interval_s - now
                 if wait > 0:
                     await scheduler.wait_for_poke(wait)
@@ -239,6 +247,7 @@ class Ingest:
         batch = self.buffer.drain()
         if not batch:
             return True
+        self._last_batch = len(batch)
         clock = self._clock
         updated_at = iso_ms(clock.time_ms())
         ttl = self._ttl_by_channel

@@ -38,6 +38,11 @@ T = TypeVar("T")
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
 
+EAGER_FLUSH_BELOW = 64
+"""A flush of fewer values than this is followed by another as soon as data waits (see
+``Ingest``'s ``flush_eager_below``): at low rates each frame reaches Redis without waiting
+``REDIS_FLUSH_INTERVAL_MS``."""
+
 
 class SettingsError(ValueError):
     """Invalid configuration; ``problems`` maps each bad variable to the reason."""
@@ -98,6 +103,12 @@ class Settings:
     @property
     def redis_flush_interval_s(self) -> float:
         return self.redis_flush_interval_ms / 1000.0
+
+    @property
+    def flush_eager_below(self) -> int:
+        """Batches under this many values do not wait the flush interval (Redis only: an
+        Upstash command costs money, so there every batch waits)."""
+        return 0 if self.store_backend == "upstash" else EAGER_FLUSH_BELOW
 
     @property
     def redis_url_redacted(self) -> str:

@@ -374,3 +374,36 @@ async def test_a_lone_frame_after_a_quiet_spell_is_flushed_at_once(running) -> N
     feed(ingest, trade("C", 1))  # right after a flush: this one waits for the interval
     await eventually(lambda: len(store.starts) == 3, within_s=2)
     assert store.starts[2] - store.starts[1] >= 0.19
+
+
+async def test_eager_flushing_skips_the_interval_after_a_small_batch(running) -> None:
+    """With ``flush_eager_below``, a frame arriving right after a small flush is written at
+    once; after a large batch (something to coalesce) the interval holds again."""
+    store = SlowStore(0.0)
+    ingest = Ingest(
+        store, SystemClock(), AsyncioScheduler(), flush_interval_s=0.2, flush_eager_below=10
+    )
+    running(ingest)
+    feed(ingest, trade("A", 1))
+    await eventually(lambda: len(store.starts) == 1)
+    feed(ingest, trade("B", 1))  # 1 value written last time: no wait for the 200 ms interval
+    await eventually(lambda: len(store.starts) == 2, within_s=0.1)
+    feed(ingest, *[trade(f"S{i}", 1) for i in range(20)])
+    await eventually(lambda: len(store.starts) == 3, within_s=0.1)
+    feed(ingest, trade("C", 1))  # 20 values written last time: the interval holds
+    await asyncio.sleep(0.1)
+    assert len(store.starts) == 3
+    await eventually(lambda: len(store.starts) == 4, within_s=0.3)
+    assert store.starts[3] - store.starts[2] >= 0.19
+
+
+async def test_without_eager_flushing_a_small_batch_waits_the_interval(running) -> None:
+    store = SlowStore(0.0)
+    ingest = Ingest(store, SystemClock(), AsyncioScheduler(), flush_interval_s=0.2)
+    running(ingest)
+    feed(ingest, trade("A", 1))
+    await eventually(lambda: len(store.starts) == 1)
+    feed(ingest, trade("B", 1))
+    await asyncio.sleep(0.1)
+    assert len(store.starts) == 1
+    await eventually(lambda: len(store.starts) == 2, within_s=0.3)
