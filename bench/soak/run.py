@@ -21,7 +21,7 @@ from bench.expected import KEY_PREFIX
 from bench.soak.chaos import Chaos
 from bench.soak.observe import MetricsPoller, RollbackWatcher, RssSampler, Sample
 from bench.soak.plan import COOLDOWN_S, Fault, SoakConfig, schedule
-from bench.soak.world import BUCKET, PREFIX, SHUTDOWN_TIMEOUT_S, World
+from bench.soak.world import BUCKET, PREFIX, SHUTDOWN_TIMEOUT_S, TTL_S, World
 
 __all__ = ["Collected", "run_soak"]
 
@@ -192,8 +192,6 @@ def _expected_values(channel: str, wire: dict[str, Any]) -> list[Any]:
 async def _check_redis(world: World, out: Collected) -> None:
     """Every key holds the newest delivered event's record, with a TTL in (0, configured];
     a missing key is accepted only when its TTL would have run out by now."""
-    from bench.soak.world import TTL_S
-
     latest = [e for h in world.sim.truth.hosts.values() for e in h.latest.values()]
     client = aioredis.Redis.from_url(world.redis_url)
     now_ms = time.time() * 1000
