@@ -32,6 +32,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--warmup", type=float, default=d.warmup_s, help="warm-up, s (20)")
     p.add_argument("--settle", type=float, default=d.settle_s, help="settle phase, s (20)")
     p.add_argument("--drops", type=int, default=0, help="WebSocket drops (0: by duration)")
+    p.add_argument(
+        "--part-size", type=int, default=None, help="S3_PART_SIZE_BYTES (default 16 MiB)"
+    )
     p.add_argument("--workdir", type=Path, default=None, help="keep the logs here")
     p.add_argument("--json", type=Path, default=None, help="also write the results here")
     p.add_argument("--plan", action="store_true", help="print the schedule and exit")
@@ -43,6 +46,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     cfg = SoakConfig(
         duration_s=a.duration, rate=a.rate, symbols=a.symbols, seed=a.seed,
         outage_s=a.outage, warmup_s=a.warmup, settle_s=a.settle, drops=a.drops,
+        part_size_bytes=a.part_size,
         workdir=str(a.workdir) if a.workdir else None,
     )  # fmt: skip
     try:

@@ -46,6 +46,10 @@ class SoakConfig:
     lag_ok_s: float = 1.0
     """Lag at or under this is "normal" (T, Q and FMV; AM's lag follows bar ends)."""
     rss_growth_limit: float = 0.10
+    part_size_bytes: int | None = None
+    """``S3_PART_SIZE_BYTES`` for the service (``None``: its default, 16 MiB). The CI run
+    uses 5 MiB: the part buffers' fill-and-upload cycle is most of the RSS noise, and
+    smaller parts keep a short run's RSS comparison steady."""
     drops: int = 0
     """WebSocket drops (half clean, half abrupt); 0: one per 75 s of window, at least 2."""
     workdir: str | None = None

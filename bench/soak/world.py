@@ -69,7 +69,11 @@ class World:
             "POLYGON_API_KEY": self.api_key,
             "Redis password": self.redis_password,
             "AWS_SECRET_ACCESS_KEY": self.aws_secret,
-        }
+        } | (
+            {"S3_PART_SIZE_BYTES": str(self.cfg.part_size_bytes)}
+            if self.cfg.part_size_bytes
+            else {}
+        )
 
     async def start(self) -> None:
         await asyncio.to_thread(self.redis.start)
@@ -119,7 +123,11 @@ class World:
             "AWS_REGION": REGION,
             "AWS_ACCESS_KEY_ID": "soak",
             "AWS_SECRET_ACCESS_KEY": self.aws_secret,
-        }
+        } | (
+            {"S3_PART_SIZE_BYTES": str(self.cfg.part_size_bytes)}
+            if self.cfg.part_size_bytes
+            else {}
+        )
 
     async def start_service(self) -> None:
         base = {

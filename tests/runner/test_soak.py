@@ -21,7 +21,10 @@ from tests.redis_servers import redis_server_available
 
 pytestmark = pytest.mark.integration
 
-CI_SOAK = SoakConfig(duration_s=60.0, outage_s=10.0, warmup_s=20.0, settle_s=20.0, seed=1)
+CI_SOAK = SoakConfig(
+    duration_s=60.0, outage_s=10.0, warmup_s=20.0, settle_s=20.0, seed=1,
+    part_size_bytes=5 * 1024 * 1024,
+)  # fmt: skip
 
 
 def test_the_ci_schedule_holds_every_kind_of_fault() -> None:
