@@ -34,6 +34,7 @@ __all__ = [
     "bench_symbols",
     "check_record",
     "replay",
+    "wire_record_values",
 ]
 
 KEY_PREFIX = {"AM": "stock:agg1m:", "FMV": "stock:fmv:", "T": "stock:trade:", "Q": "stock:quote:"}
@@ -65,6 +66,17 @@ def bench_symbols(n: int) -> tuple[str, ...]:
             seen.add(name)
             out.append(name)
     return tuple(out)
+
+
+def wire_record_values(channel: str, wire: dict[str, Any]) -> list[Any]:
+    """The record values (without ``updatedAt``) SPEC §2 gives a wire event (parsed JSON)."""
+    if channel == "AM":
+        return [wire[k] for k in ("sym", "s", "e", "o", "h", "l", "c", "v", "vw")]
+    if channel == "FMV":
+        return [wire["sym"], wire["fmv"], wire["t"]]
+    if channel == "T":
+        return [wire["sym"], wire["p"], wire["t"], wire["s"], wire.get("c", [])]
+    return [wire[k] for k in ("sym", "bp", "bs", "ap", "as", "t")]
 
 
 def record_values(event: Event) -> list[Any]:

@@ -5,6 +5,7 @@ archive back. :mod:`bench.soak.verdict` judges what this collects."""
 from __future__ import annotations
 
 import asyncio
+import bisect
 import contextlib
 import json
 import shutil
@@ -17,7 +18,7 @@ from typing import Any
 
 import redis.asyncio as aioredis
 
-from bench.expected import KEY_PREFIX
+from bench.expected import KEY_PREFIX, wire_record_values
 from bench.soak.chaos import Chaos
 from bench.soak.observe import MetricsPoller, RollbackWatcher, RssSampler, Sample
 from bench.soak.plan import COOLDOWN_S, Fault, SoakConfig, schedule
@@ -179,16 +180,6 @@ def _max_overlap(spans: list[tuple[float, float | None]]) -> int:
     return most
 
 
-def _expected_values(channel: str, wire: dict[str, Any]) -> list[Any]:
-    if channel == "AM":
-        return [wire[k] for k in ("sym", "s", "e", "o", "h", "l", "c", "v", "vw")]
-    if channel == "FMV":
-        return [wire["sym"], wire["fmv"], wire["t"]]
-    if channel == "T":
-        return [wire["sym"], wire["p"], wire["t"], wire["s"], wire.get("c", [])]
-    return [wire[k] for k in ("sym", "bp", "bs", "ap", "as", "t")]
-
-
 async def _check_redis(world: World, out: Collected) -> None:
     """Every key holds the newest delivered event's record, with a TTL in (0, configured];
     a missing key is accepted only when its TTL would have run out by now."""
@@ -217,7 +208,7 @@ async def _check_redis(world: World, out: Collected) -> None:
                         out.redis_mismatches.append(f"{key}: missing")
                     continue
                 values = list(json.loads(raw).values())[:-1]
-                expected = _expected_values(e.channel, json.loads(e.raw))
+                expected = wire_record_values(e.channel, json.loads(e.raw))
                 if values != expected:
                     out.redis_mismatches.append(f"{key}: {values} != {expected}")
                 elif not 0 < ttl <= limit:
@@ -275,16 +266,16 @@ def _write_timeline(out: Collected) -> None:
     """``timeline.jsonl`` in the work directory: lag, writes, archive buffer, RSS per scrape."""
     if out.poller is None:
         return
-    rss = dict(out.rss.samples) if out.rss else {}
-    rss_times = sorted(rss)
+    samples = out.rss.samples if out.rss else []  # (time, rss), in time order
+    times = [t for t, _ in samples]
     with (out.workdir / "timeline.jsonl").open("w") as f:
         for s in out.poller.samples:
-            before = [t for t in rss_times if t <= s.at]
+            i = bisect.bisect_right(times, s.at)
             item = {
                 "t": round(s.at, 3),
                 "lag": {c: s.lag(c) for c in KEY_PREFIX},
                 "writes": s.get("polygon_redis_writes_total"),
                 "archive_buffered": s.get("polygon_archive_bytes_buffered"),
-                "rss": rss[before[-1]] if before else None,
+                "rss": samples[i - 1][1] if i else None,
             }
             f.write(json.dumps(item) + "\n")

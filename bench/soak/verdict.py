@@ -10,10 +10,11 @@ from bench.soak.observe import MetricsPoller, Sample
 from bench.soak.plan import COOLDOWN_S
 from bench.soak.run import Collected
 from bench.soak.world import SHUTDOWN_TIMEOUT_S
+from polygon_core.subscriptions import FeedRole
 
 __all__ = ["Check", "Recovery", "judge", "render"]
 
-HOST_CHANNELS = {"realtime": ("AM", "FMV"), "delayed": ("T", "Q")}
+HOST_CHANNELS = {r.value: tuple(c.value for c in r.channels) for r in FeedRole}
 LAG_CHANNELS = {"realtime": ("FMV",), "delayed": ("T", "Q")}
 """Channels whose lag says "caught up" (AM's lag follows bar ends, not arrivals)."""
 ALL_LAG = ("T", "Q", "FMV")

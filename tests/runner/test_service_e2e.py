@@ -14,6 +14,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 import redis
+from bench.expected import wire_record_values
 
 from polygon_adapters.s3_upload import open_s3_client
 from polygon_runner.sim_config import SimulatorConfig
@@ -45,17 +46,6 @@ FIELDS = {
 }
 KEY_OF = {"AM": "agg1m", "FMV": "fmv", "T": "trade", "Q": "quote"}
 TTL = {"agg1m": 120, "fmv": 45, "trade": 60, "quote": 30}
-
-
-def expected_record(channel: str, wire: dict) -> list:
-    """The record's values (without updatedAt) from the wire event, per SPEC §2."""
-    if channel == "AM":
-        return [wire[k] for k in ("sym", "s", "e", "o", "h", "l", "c", "v", "vw")]
-    if channel == "FMV":
-        return [wire["sym"], wire["fmv"], wire["t"]]
-    if channel == "T":
-        return [wire["sym"], wire["p"], wire["t"], wire["s"], wire.get("c", [])]
-    return [wire[k] for k in ("sym", "bp", "bs", "ap", "as", "t")]
 
 
 def delivered_latest(sim: PolygonSimulator) -> dict:
@@ -161,7 +151,7 @@ async def test_service_end_to_end_with_sigterm(redis_server, s3, tmp_path) -> No
                     if raw is None or json.loads(raw)[FIELDS[KEY_OF[channel]][2]] is None:
                         return False
                     record = json.loads(raw)
-                    if list(record.values())[:-1] != expected_record(
+                    if list(record.values())[:-1] != wire_record_values(
                         channel, json.loads(event.raw)
                     ):
                         return False
