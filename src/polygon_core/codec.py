@@ -342,9 +342,10 @@ def archive_line(
     except that line breaks between its tokens become spaces, so the line stays one line
     (a raw line break cannot occur inside a JSON string, so nothing else changes).
     """
-    body = memoryview(raw)
-    if _has_break(body):
-        body = memoryview(body.tobytes().translate(_BREAKS_TO_SPACES))
+    data = raw if type(raw) is bytes else bytes(raw)
+    if b"\n" in data or b"\r" in data:
+        data = data.translate(_BREAKS_TO_SPACES)
+    body = memoryview(data)
     if len(body) > 1 and body[1] == 0x22:  # the usual shape: {"ev":... (no whitespace, not empty)
         head = _HEADS.get((channel, symbol))
         if head is None:
@@ -359,11 +360,6 @@ def archive_line(
 
 
 _BREAKS_TO_SPACES = bytes.maketrans(b"\r\n", b"  ")
-
-
-def _has_break(body: memoryview) -> bool:
-    data = body.tobytes()
-    return b"\n" in data or b"\r" in data
 
 
 _HEADS: dict[tuple[Channel, str | None], bytes] = {}
