@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
+import subprocess
 import sys
 import tempfile
 import time
@@ -47,6 +48,13 @@ def _parser() -> argparse.ArgumentParser:
         "(default 10; 0 with --quick)",
     )
     p.add_argument("--keep-logs", action="store_true", help="keep every run's logs")
+    p.add_argument(
+        "--load",
+        type=int,
+        default=0,
+        help="run N busy-loop processes (nice 0) beside the whole benchmark, to see how the "
+        "figures hold on a busy machine (default 0)",
+    )
     return p
 
 
@@ -55,17 +63,30 @@ def _selected(spec: str, sizes: Sizes) -> list[Workload]:
     unknown = wanted - {"1", "2", "3", "4", "5"}
     if unknown:
         raise SystemExit(f"bench: unknown workload(s) {sorted(unknown)}; use 1-5")
-    return [w for w in workloads(sizes) if w.key in ALWAYS or w.key.rstrip("ab") in wanted]
+    return [w for w in workloads(sizes) if w.key in ALWAYS or w.number in wanted]
 
 
-def _settle(limit_s: float) -> None:
-    """Wait (up to ``limit_s``) until the machine is nearly idle: < 0.25 cores busy."""
+def _settle(limit_s: float, load: int) -> None:
+    """Wait (up to ``limit_s``) until the machine is nearly idle: < 0.25 cores busy besides
+    the ``load`` busy loops."""
     deadline = time.monotonic() + limit_s
     while time.monotonic() < deadline:
         before = busy_cpu_seconds()
         time.sleep(0.25)
-        if (busy_cpu_seconds() - before) / 0.25 < 0.25:
+        if (busy_cpu_seconds() - before) / 0.25 < 0.25 + load:
             return
+
+
+def _start_load(n: int) -> list[subprocess.Popen[bytes]]:
+    """``n`` busy loops at the default priority, one process each."""
+    argv = ["nice", "-n", "0", sys.executable, "-c", "while True: pass"]
+    return [subprocess.Popen(argv, stdin=subprocess.DEVNULL) for _ in range(n)]
+
+
+def _stop_load(hogs: list[subprocess.Popen[bytes]]) -> None:
+    for hog in hogs:
+        hog.kill()
+        hog.wait()
 
 
 def _progress(text: str) -> None:
@@ -79,6 +100,32 @@ def _describe(r: RunResult, took_s: float) -> str:
     if r.latency_ms:
         text += f", {len(r.latency_ms)} latency samples"
     return text + f" ({took_s:.1f} s)"
+
+
+def _run_all(
+    args: argparse.Namespace,
+    chosen: list[Workload],
+    repeat: int,
+    settle: float,
+    workdir: Path,
+    results: dict[str, list[RunResult]],
+) -> None:
+    total, done = repeat * len(chosen), 0
+    for rep in range(repeat):
+        for w in chosen:
+            done += 1
+            _settle(settle, args.load)
+            rundir = workdir / f"{w.key}-{rep + 1}"
+            rundir.mkdir()
+            t = time.monotonic()
+            result = run_once(w, rundir)
+            results[w.key].append(result)
+            _progress(
+                f"[{done}/{total}] {w.title}, run {rep + 1}/{repeat}: "
+                f"{_describe(result, time.monotonic() - t)}"
+            )
+            if result.ok and not args.keep_logs:
+                shutil.rmtree(rundir, ignore_errors=True)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -107,24 +154,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         "(min–max); targets are informational",
         flush=True,
     )
+    if args.load:
+        print(f"load: {args.load} busy-loop process(es) beside every run", flush=True)
     workdir = Path(tempfile.mkdtemp(prefix="polygon-bench-"))
     results: dict[str, list[RunResult]] = {w.key: [] for w in chosen}
-    total, done = repeat * len(chosen), 0
-    for rep in range(repeat):
-        for w in chosen:
-            done += 1
-            _settle(settle)
-            rundir = workdir / f"{w.key}-{rep + 1}"
-            rundir.mkdir()
-            t = time.monotonic()
-            result = run_once(w, rundir)
-            results[w.key].append(result)
-            _progress(
-                f"[{done}/{total}] {w.title}, run {rep + 1}/{repeat}: "
-                f"{_describe(result, time.monotonic() - t)}"
-            )
-            if result.ok and not args.keep_logs:
-                shutil.rmtree(rundir, ignore_errors=True)
+    hogs = _start_load(args.load)
+    try:
+        _run_all(args, chosen, repeat, settle, workdir, results)
+    finally:
+        _stop_load(hogs)
     summaries = {w.key: summarise(w, results[w.key]) for w in chosen}
     add_targets(summaries)
     elapsed = time.monotonic() - started
@@ -134,6 +172,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "machine": host,
             "sizes": _sizes(sizes),
             "repeat": repeat,
+            "load": args.load,
             "seconds": round(elapsed, 1),
             "ok": ok,
             "workloads": to_json(summaries),

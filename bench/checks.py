@@ -13,14 +13,21 @@ from __future__ import annotations
 
 import statistics
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from bench.context import RunContext, Snapshot
 from bench.expected import Expected
 from bench.probe import metric_sum, scrape_metrics
 from bench.procs import Child
 
-__all__ = ["LATENCY_WARMUP_S", "check_sink", "latencies", "until_drained", "until_final"]
+__all__ = [
+    "LATENCY_WARMUP_S",
+    "check_sink",
+    "latencies",
+    "until_drained",
+    "until_final",
+    "until_written",
+]
 
 LATENCY_WARMUP_S = 0.5
 
@@ -75,24 +82,55 @@ def until_drained(
     return None
 
 
-def latencies(run: RunContext, t0_wall: float) -> None:
+def latencies(run: RunContext, sent: dict[str, Sequence[float]], t0_wall: float) -> None:
+    """Resolve the sampler's observations against the simulators' frame send times."""
     sampler, r = run.sampler, run.result
     assert sampler is not None
     if sampler.error is not None:
         r.fail(f"latency sampler failed: {sampler.error!r}")
     since = t0_wall + LATENCY_WARMUP_S
-    kept = [
-        (lat, width, flushed) for at, lat, width, flushed in sampler.observations if at >= since
-    ]
+    kept: list[tuple[float, float, float]] = []
+    unknown = 0
+    for seen, previous, role, frame, updated_ms in sampler.observations:
+        frames = sent[role]
+        if seen < since:
+            continue
+        if not 0 < frame < len(frames) or not frames[frame]:
+            unknown += 1
+            continue
+        at = frames[frame]
+        kept.append(((seen - at) * 1e3, (seen - max(previous, at)) * 1e3, updated_ms - at * 1e3))
+    if unknown:
+        r.fail(f"{unknown} sampled values carry no known frame number")
     if not kept:
         r.fail("no latency observations")
         return
     r.latency_ms = [lat for lat, _, _ in kept]
-    r.extra["negative_latency_share"] = round(sum(lat < 0 for lat in r.latency_ms) / len(kept), 4)
     r.extra["latency_samples"] = len(kept)
     r.extra["latency_window_ms_median"] = round(statistics.median(w for _, w, _ in kept), 3)
     flushed = statistics.quantiles([f for _, _, f in kept], n=100)
-    r.extra["updated_at_minus_ts_ms_p50_p99"] = [round(flushed[49], 1), round(flushed[98], 1)]
+    r.extra["updated_at_minus_sent_ms_p50_p99"] = [round(flushed[49], 1), round(flushed[98], 1)]
+
+
+def until_written(
+    run: RunContext, client: Child, start: Snapshot, alive: Callable[[], bool]
+) -> Snapshot | None:
+    """The reference writer: both simulators delivered everything and Redis ran one ``SET``
+    per event since the first write (plus the ones before it)."""
+    r, w, probe = run.result, run.w, run.probe
+    assert probe is not None
+    timeout = 60.0 + 3 * w.events / w.rate
+    for role, host in run.hosts.items():
+        if not host.wait_delivered(run.per_host[role], timeout):
+            r.fail(f"the {role} simulator delivered {host.delivered} of {run.per_host[role]}")
+            return None
+    deadline = time.monotonic() + 30.0
+    while alive() and time.monotonic() < deadline:
+        if probe.commandstats().get("set", 0) >= w.events:
+            return run.snap(client)
+        time.sleep(0.05)
+    r.fail("the reference writer did not write every event within 30 s of the end of the feed")
+    return None
 
 
 def check_sink(

@@ -84,6 +84,8 @@ class RunContext:
                 rate=self.w.rate / 2,
                 max_events=n,
                 seed=None if self.w.paced else SEED,
+                events_per_frame=self.w.events_per_frame,
+                frame_log=self.frame_log(role) if self.w.paced else None,
             )  # fmt: skip
             for role, n in self.per_host.items()
         }
@@ -92,6 +94,15 @@ class RunContext:
             self.pids[f"sim_{role}"] = host.child.pid
         self.hosts = hosts
         return {role: host.wait_ready() for role, host in hosts.items()}
+
+    def frame_log(self, role: str) -> Path:
+        """Where the simulator of ``role`` writes its frames' send times (paced runs)."""
+        return self.workdir / f"frames-{role}.bin"
+
+    def stop_feeds(self) -> None:
+        """Stop both simulators (they write their frame logs on the way out)."""
+        for host in self.hosts.values():
+            host.child.stop()
 
     def child(self, name: str, argv: list[str], env: dict[str, str], **kw: Any) -> Child:
         child = start_child(name, argv, self.workdir, env, **kw)

@@ -187,27 +187,36 @@ def _epoch_ms(iso: str) -> float:
     return stamp.timestamp() * 1000.0
 
 
+_STAMP_FIELD = {"stock:trade:": "size", "stock:quote:": "bidSize", "stock:fmv:": "price"}
+"""Where the simulator's frame number lands in each sampled record (``sim_stamps``)."""
+_ROLE = {"stock:trade:": "delayed", "stock:quote:": "delayed", "stock:fmv:": "realtime"}
+
+
 @dataclass
 class LatencySampler:
-    """Event -> Redis latency, sampled from outside the sink.
+    """Frame -> Redis latency, sampled from outside the client under test.
 
-    A thread polls a fixed sample of ``T``/``Q``/``FMV`` keys with one MGET every
-    ``period_s``. When a key's ``ts`` (the simulator's wall-clock event time, epoch ms)
-    differs from what the previous poll saw, that value was written to Redis after the
-    previous MGET was sent and before this one's reply arrived, so
+    The simulators number their frames and stamp each event with its frame's number
+    (:mod:`polygon_runner.sim_stamps`); they log when each frame was sent. A thread polls a
+    fixed sample of ``T``/``Q``/``FMV`` keys with one MGET every ``period_s``. When a key's
+    value differs from what the previous poll saw, that value was written to Redis after the
+    previous MGET was sent and before this one's reply arrived, so, with ``sent`` the send
+    time of the frame that carried it,
 
-        latency <= reply_time - ts        (what is reported: an upper bound)
-        latency >  previous_send - ts - 1 ms (``ts`` is truncated to the ms)
+        latency <= reply_time - sent       (what is reported: an upper bound)
+        latency >  previous_send - sent
 
-    Each observation records the upper bound and the width of that window.
+    Each observation keeps the reply time, the previous send, the host and the frame
+    number; :func:`bench.checks.latencies` resolves them against the frame logs.
     """
 
     url: str
     keys: Sequence[str]
     period_s: float = 0.001
     sent: int = 0
-    observations: list[tuple[float, float, float, float]] = field(default_factory=list)
-    """(wall time seen, upper-bound latency ms, window width ms, ``updatedAt - ts`` ms)."""
+    observations: list[tuple[float, float, str, int, float]] = field(default_factory=list)
+    """(wall time seen, previous poll's send time, host role, frame number, ``updatedAt``
+    as epoch ms)."""
     _stop: threading.Event = field(default_factory=threading.Event)
     _thread: threading.Thread | None = None
     error: BaseException | None = None
@@ -223,6 +232,9 @@ class LatencySampler:
 
     def _run(self) -> None:
         keys = list(self.keys)
+        stamp = [
+            (_STAMP_FIELD[k[: k.rindex(":") + 1]], _ROLE[k[: k.rindex(":") + 1]]) for k in keys
+        ]
         command = Resp.pack("MGET", *keys)
         last: dict[str, bytes] = {}
         previous_send: float | None = None
@@ -234,18 +246,17 @@ class LatencySampler:
                     values = connection.call(command)
                     seen_at = time.time()
                     self.sent += 1
-                    for key, raw in zip(keys, values, strict=True):
+                    for key, raw, (name, role) in zip(keys, values, stamp, strict=True):
                         before = last.get(key)
                         if raw is None or raw == before:
                             continue
                         last[key] = raw
                         if before is not None and previous_send is not None:
                             record = json.loads(raw)
-                            ts = record["ts"]
-                            upper = seen_at * 1000.0 - ts
-                            width = (seen_at - previous_send) * 1e3
-                            flushed = _epoch_ms(record["updatedAt"]) - ts
-                            self.observations.append((seen_at, upper, width, flushed))
+                            updated = _epoch_ms(record["updatedAt"])
+                            self.observations.append(
+                                (seen_at, previous_send, role, int(record[name]), updated)
+                            )
                     previous_send = sent_at
                     time.sleep(self.period_s)
             finally:

@@ -161,6 +161,7 @@ class FeedHost:
         seed: int | None,
         events_per_frame: int = 50,
         stats_interval_s: float = 0.1,
+        frame_log: Path | None = None,
     ) -> FeedHost:
         argv = [
             sys.executable, "-m", "polygon_runner", "simulate", "--no-rest",
@@ -170,6 +171,8 @@ class FeedHost:
         ]  # fmt: skip
         if seed is not None:
             argv += ["--seed", str(seed)]
+        if frame_log is not None:
+            argv += ["--frame-log", str(frame_log)]
         child = start_child(
             f"sim-{role}", argv, workdir, {"SIMULATOR_API_KEY": api_key}, capture_stdout=True
         )

@@ -16,7 +16,7 @@ import sys
 import time
 from pathlib import Path
 
-from bench.checks import check_sink, latencies, until_drained, until_final
+from bench.checks import check_sink, latencies, until_drained, until_final, until_written
 from bench.context import API_KEY, SEED, RunContext, RunResult
 from bench.expected import KEY_PREFIX, Expected, replay
 from bench.probe import LatencySampler, RedisProbe, scrape_metrics
@@ -24,6 +24,7 @@ from bench.procs import Child, cpu_seconds
 from bench.services import SHUTDOWN_S, sink_env
 from bench.workloads import Workload
 from polygon_runner.local_redis import RedisServerProcess
+from polygon_runner.sim_stamps import read_frame_log
 
 __all__ = ["RunResult", "run_once"]
 
@@ -79,11 +80,11 @@ def _measured(run: RunContext) -> None:
     if not w.paced:
         expected = _expected(run.symbols, SEED, run.per_host["realtime"], run.per_host["delayed"])
     env, health_port = sink_env(run, urls, redis_server.url)
-    if w.client == "comparator":
-        argv = [sys.executable, "-m", "bench.comparator", "--realtime", urls["realtime"]]
+    if w.client in ("comparator", "reference"):
+        argv = [sys.executable, "-m", f"bench.{w.client}", "--realtime", urls["realtime"]]
         argv += ["--delayed", urls["delayed"], "--redis-url", redis_server.url]
         env = {"BENCH_SYMBOLS": ",".join(run.symbols), "SIMULATOR_API_KEY": API_KEY}
-        client = run.child("comparator", argv, env, capture_stdout=True)
+        client = run.child(w.client, argv, env, capture_stdout=True)
     else:
         client = run.child("sink", [sys.executable, "-m", "polygon_runner", "run"], env)
     stack.callback(lambda: _keep_log_tail(r, client))
@@ -104,6 +105,8 @@ def _measured(run: RunContext) -> None:
     start = run.snap(client, t0)
     if expected is not None:
         end = until_final(run, client, expected, start.t, alive)
+    elif w.client == "reference":
+        end = until_written(run, client, start, alive)
     else:
         end = until_drained(run, client, health_port, alive)
     if end is None:
@@ -113,17 +116,20 @@ def _measured(run: RunContext) -> None:
     r.peak_rss_bytes = client.peak_rss()
     if run.sampler is not None:
         run.sampler.stop()
-        latencies(run, t0_wall=time.time() - (time.monotonic() - t0))
     if w.client == "sink":
         check_sink(run, scrape_metrics(health_port), expected)
     code = client.stop(timeout_s=SHUTDOWN_S + 10)
     if code != 0:
         r.fail(f"{client.name} exited with {code} after SIGTERM")
-    if w.client == "comparator":
+    if w.client in ("comparator", "reference"):
         assert client.proc.stdout is not None
         got = json.loads(client.proc.stdout.read().decode().strip().splitlines()[-1])["events"]
         if got != w.events:
-            r.fail(f"the comparator received {got} events, the simulators sent {w.events}")
+            r.fail(f"the {w.client} received {got} events, the simulators sent {w.events}")
+    if run.sampler is not None:
+        run.stop_feeds()  # they write their frames' send times on the way out
+        sent = {role: read_frame_log(run.frame_log(role)) for role in run.hosts}
+        latencies(run, sent, t0_wall=time.time() - (time.monotonic() - t0))
 
 
 def _keep_log_tail(r: RunResult, client: Child) -> None:

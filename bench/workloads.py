@@ -5,17 +5,30 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-__all__ = ["FULL", "LATENCY_SYMBOLS", "QUICK", "Sizes", "Workload", "workloads"]
+__all__ = [
+    "FULL",
+    "LATENCY_EVENTS_PER_FRAME",
+    "LATENCY_RATES",
+    "LATENCY_SYMBOLS",
+    "QUICK",
+    "Sizes",
+    "Workload",
+    "workloads",
+]
 
 LATENCY_SYMBOLS = 500
+LATENCY_EVENTS_PER_FRAME = 10
+LATENCY_RATES = {"3a": 5_000, "3b": 20_000, "3c": 200_000}
+"""Workload 3's rates (events/s, both hosts together) by key."""
 
-Client = Literal["sink", "comparator", "null"]
+Client = Literal["sink", "comparator", "null", "reference"]
 
 
 @dataclass(frozen=True, slots=True)
 class Workload:
     key: str
-    """``1``, ``2``, ``3a``, ``3b``, ``4``, ``5``, ``cmp`` (comparator), ``feed`` (ceiling)."""
+    """``1``, ``2``, ``3a``-``3c``, ``4``, ``5``, ``cmp`` (comparator), ``feed`` (ceiling);
+    ``ref-3a``... the reference writer at the rate of ``3a``..."""
     title: str
     client: Client
     symbols: int
@@ -25,6 +38,12 @@ class Workload:
     """Events/s, both hosts together; 0: as fast as the client reads (seeded, verified)."""
     backend: Literal["redis", "upstash"] = "redis"
     s3: bool = False
+    events_per_frame: int = 50
+
+    @property
+    def number(self) -> str:
+        """The workload number of issue 7 (``3`` for ``3b`` and ``ref-3b``)."""
+        return self.key.removeprefix("ref-").rstrip("abc")
 
     @property
     def paced(self) -> bool:
@@ -64,8 +83,18 @@ def workloads(sizes: Sizes) -> list[Workload]:
     n, s = sizes.events, sizes.symbols
     # Latency always uses 500 symbols, also with --quick: the simulator's wall-clock event
     # time is max(now, previous + 1) per symbol, so more than ~1000 events/s per symbol and
-    # host would run the times ahead of the clock.
-    lat, t = LATENCY_SYMBOLS, sizes.latency_s
+    # host would run the times ahead of the clock. Each rate runs the reference writer
+    # first, then the sink, so that every latency has its floor from the same minutes.
+    lat, t, epf = LATENCY_SYMBOLS, sizes.latency_s, LATENCY_EVENTS_PER_FRAME
+    latency: list[Workload] = []
+    for key, rate in LATENCY_RATES.items():
+        label = f"{lat} sym @ {rate // 1000}k ev/s, {epf}/frame"
+        n = int(rate * t)
+        latency += [
+            Workload(f"ref-{key}", f"reference writer, {label}", "reference", lat, n, rate,
+                     events_per_frame=epf),
+            Workload(key, f"3 latency, {label}", "sink", lat, n, rate, events_per_frame=epf),
+        ]  # fmt: skip
     return [
         Workload("feed", f"feed ceiling: simulator -> null client, {s} sym", "null", s, n),
         Workload(
@@ -77,8 +106,7 @@ def workloads(sizes: Sizes) -> list[Workload]:
         ),
         Workload("1", f"1 throughput, {s} sym", "sink", s, n),
         Workload("2", f"2 throughput, {sizes.wide_symbols:,} sym", "sink", sizes.wide_symbols, n),
-        Workload("3a", f"3 latency, {lat} sym @ 20k ev/s", "sink", lat, int(20_000 * t), 20_000),
-        Workload("3b", f"3 latency, {lat} sym @ 200k ev/s", "sink", lat, int(200_000 * t), 200_000),
+        *latency,
         Workload("4", f"4 = 1 + S3 archive (moto), {s} sym", "sink", s, n, s3=True),
         Workload("5", f"5 = 1 on Upstash REST (local), {s} sym", "sink", s, n, backend="upstash"),
     ]

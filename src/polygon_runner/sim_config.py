@@ -94,6 +94,9 @@ class SimulatorConfig:
     """When paced, a client this many seconds behind gets ``slow_consumer`` (``None``: off)."""
     compression: bool = False
     """Offer permessage-deflate (off: the benchmark measures the sink, not zlib)."""
+    frame_log: str | None = None
+    """Benchmark only: number each data frame, stamp its events with the number and write
+    each frame's send time to this path on stop (:mod:`polygon_runner.sim_stamps`)."""
 
     def __post_init__(self) -> None:
         if self.events_per_frame < 1:
@@ -182,6 +185,12 @@ def config_from_args(argv: Sequence[str] | None = None) -> tuple[SimulatorConfig
     add("--slow-consumer-lag", type=float, default=None, help="seconds behind when paced")
     add("--fmv-time-unit", choices=["ms", "ns"], default="ms")
     add("--stats-interval", type=float, default=10.0, help="print totals every N s (0: never)")
+    add(
+        "--frame-log",
+        default=None,
+        help="benchmark: stamp events with their frame number (T size, Q bid size, FMV "
+        "price) and write each frame's send time to this file on stop",
+    )
     args = parser.parse_args(argv)
     key = args.api_key or os.environ.get("SIMULATOR_API_KEY") or os.environ.get("POLYGON_API_KEY")
     symbols = DEFAULT_SYMBOLS
@@ -206,5 +215,6 @@ def config_from_args(argv: Sequence[str] | None = None) -> tuple[SimulatorConfig
         extra_tickers=args.extra_tickers,
         slow_consumer_lag_s=args.slow_consumer_lag,
         fmv_time_unit=args.fmv_time_unit,
+        frame_log=args.frame_log,
     )
     return config, args.stats_interval

@@ -231,7 +231,7 @@ class Streamer:
         # started + (k + 1) / rate; ``paced`` events were sent since. ``clock`` maps due
         # times to wall-clock ms (epoch ms at ``started``, ms per event).
         started, paced, clock = -1.0, 0, (0.0, 0.0)
-        frames = 0
+        frames, stamps = 0, sim.stamps
         while not conn.closing:
             if host_faults.armed:
                 await self._take_faults(conn, host_faults)
@@ -272,9 +272,11 @@ class Streamer:
             parts, conn.pending = conn.pending, []
             counts = [0] * len(channels)
             latest: Latest | None = [] if truth.track_latest else None
+            number = 0
             if script is None:
                 events: list[Event] = []
                 self._fill(conn, n, due_at, events, counts)
+                number = stamps.stamp(events) if stamps is not None else 0
                 body = encode(events)
                 parts.append(body[1:-1])
                 if latest is not None:
@@ -291,6 +293,8 @@ class Streamer:
             except ConnectionClosed:
                 sim.refund_budget(delivered)
                 raise
+            if stamps is not None and number:
+                stamps.sent(number)
             if delivered:
                 truth.delivered(record, channels, counts, len(frame), latest)
             paced += delivered

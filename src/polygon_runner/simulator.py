@@ -43,6 +43,7 @@ from polygon_runner.sim_connection import Connection, Streamer
 from polygon_runner.sim_faults import Faults, StatusKill
 from polygon_runner.sim_market import HostMarket
 from polygon_runner.sim_rest import RestStats, TickersEndpoint
+from polygon_runner.sim_stamps import FrameStamps
 from polygon_runner.sim_tickers import reference_tickers
 from polygon_runner.sim_truth import ConnectionEventKind, Truth
 from polygon_runner.sim_wire import status_frame
@@ -91,6 +92,8 @@ class PolygonSimulator:
         self._rest_port: int | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._streamer = Streamer(self)
+        self.stamps = None if config.frame_log is None else FrameStamps(config.frame_log)
+        """Frame numbers and send times for the benchmark (``frame_log``), else ``None``."""
 
     # lifecycle
 
@@ -146,6 +149,8 @@ class PolygonSimulator:
         if self._runner is not None:
             runner, self._runner = self._runner, None
             await runner.cleanup()
+        if self.stamps is not None:
+            self.stamps.write()
 
     async def __aenter__(self) -> PolygonSimulator:
         await self.start()

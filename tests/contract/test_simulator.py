@@ -24,6 +24,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, ConnectionClosedError, InvalidStatus
 
 from polygon_runner.sim_faults import GarbageKind
+from polygon_runner.sim_stamps import read_frame_log
 from polygon_runner.sim_tickers import DEFAULT_SYMBOLS
 from polygon_runner.simulator import PolygonSimulator, SimulatorConfig
 
@@ -252,6 +253,33 @@ async def test_events_per_frame() -> None:
             await recv_json(ws)  # the acks
             _, frames = await collect(ws, 700)
             assert {len(frame) for frame in frames} == {7}
+
+
+async def test_frame_log_stamps_each_frame_and_records_when_it_was_sent(tmp_path) -> None:
+    """The benchmark's stamps: every event of data frame ``n`` carries ``n`` (T size, Q bid
+    size, FMV price) and the log holds each frame's send time, after it was built and
+    before the client got it."""
+    log = tmp_path / "frames.bin"
+    async with simulator(frame_log=str(log), events_per_second=2_000, events_per_frame=5) as sim:
+        for url, topics in ((sim.delayed_url, "T.*,Q.*"), (sim.realtime_url, "FMV.*")):
+            async with session(url) as ws:
+                await ws.send(subscribe(topics))
+                received: list[tuple[float, list[dict[str, Any]]]] = []
+                while len(received) < 20:
+                    frame = [e for e in await recv_json(ws) if e.get("ev") != "status"]
+                    if frame:
+                        received.append((time.time(), frame))
+    sent = read_frame_log(log)
+    numbers = []
+    for got_at, frame in received:
+        stamps = {e.get("s") if e["ev"] == "T" else e.get("bs") if e["ev"] == "Q" else e["fmv"]
+                  for e in frame}  # fmt: skip
+        assert len(stamps) == 1, frame  # one number per frame
+        (number,) = stamps
+        assert isinstance(number, int) and 0 < number < len(sent)
+        assert got_at - 1.0 < sent[number] <= got_at
+        numbers.append(number)
+    assert numbers == sorted(numbers) and len(set(numbers)) == len(numbers)
 
 
 async def test_max_events_cap_and_truth_counts() -> None:
