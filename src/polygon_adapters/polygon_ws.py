@@ -20,7 +20,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import logging
+import termios
 from collections import Counter
 
 from websockets.asyncio.client import ClientConnection, connect
@@ -122,6 +124,7 @@ class PolygonWebSocketFeed:
         self._debug = debug
         self._decoder = FrameDecoder()
         self._ws: ClientConnection | None = None
+        self._fd = -1
         self._stopping = asyncio.Event()
         self.stats = FeedStats()
 
@@ -153,6 +156,22 @@ class PolygonWebSocketFeed:
             except TimeoutError:
                 pass
         self.stats.state = "closed"
+
+    def input_waiting(self) -> bool:
+        """Whether data already waits to be read: frames queued in websockets, or bytes in
+        the kernel's receive buffer (``FIONREAD``). The flush loop asks this (once per
+        write decision, never per frame) to tell a reader that has caught up from one that
+        is behind."""
+        ws = self._ws
+        if ws is None:
+            return False
+        if len(ws.recv_messages.frames):
+            return True
+        try:
+            waiting = fcntl.ioctl(self._fd, termios.FIONREAD, _FOUR_BYTES)
+        except OSError:
+            return False
+        return waiting != _FOUR_BYTES
 
     async def aclose(self) -> None:
         """Stop reading and close the socket."""
@@ -205,6 +224,8 @@ class PolygonWebSocketFeed:
             await ws.close()
             return DisconnectReason.CLIENT_CLOSED
         self._ws = ws
+        sock = ws.transport.get_extra_info("socket")
+        self._fd = sock.fileno() if sock is not None else -1
         stats.connects += 1
         stats.state = "connected"
         self._policy.on_connected(self._clock.monotonic_s())
@@ -310,5 +331,8 @@ class PolygonWebSocketFeed:
         stats.acked_topics = session.acked_count
         stats.subscribe_errors = list(session.errors)
 
+
+_FOUR_BYTES = bytes(4)
+"""``FIONREAD``'s answer buffer; an answer equal to it means 0 bytes waiting."""
 
 _LOUD = frozenset({DisconnectReason.AUTH_FAILED, DisconnectReason.MAX_CONNECTIONS})

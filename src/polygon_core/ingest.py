@@ -5,23 +5,18 @@ the :class:`~polygon_core.conflation.ConflationBuffer` (latest wins by event tim
 archive lines to the archive (which only buffers), and counts rejects.
 
 :meth:`Ingest.run_flush_loop` is a separate task that drains the buffer into the
-:class:`~polygon_core.ports.LatestStore`. A flush starts when something is pending, at most
-once per ``flush_interval_s`` (sooner when ``flush_max_keys`` keys are waiting), and never
-while another is in flight, so a slow store batches more and writes less (group commit)
-instead of slowing the reader. Under load the gap also stretches with the flush's own
-duration, so that writing takes at most about ``flush_busy_fraction`` of the time: a flush
-that took 4 ms is followed by at least 12 ms of pure conflation (at the default 0.25).
-Light load keeps the short interval (fresh values); heavy load writes each busy key once per
-cycle instead of once per event. The stretched gap is cut short once no event has arrived
-for ``QUIET_STEP_S`` (the reader is idle, nothing to protect). With ``flush_eager_below``
-set, the interval holds only after a flush of at least that many values: at low rates
-(small batches) each frame is written as soon as the busy-fraction gap allows, since there
-is little to coalesce and latency is what matters; the runner turns it on for Redis, not
-for Upstash (whose cost is per command). A batch goes out in
-chunks of ``flush_chunk`` values so the reader runs between them. When the store fails, what
-was not written goes back into the buffer (unless a newer value arrived meanwhile) and the
-write is retried with backoff; one log line marks the outage and one its end. Memory stays
-bounded by the number of keys.
+:class:`~polygon_core.ports.LatestStore` by group commit (:mod:`polygon_core.flush_policy`):
+at most one write in flight; when it is free and something is pending, it writes
+everything pending at once, and the next write starts as soon as the reply is in. The
+reader only yields after taking every frame its sockets held, so a write carries all that
+had arrived; under load batches grow by themselves (a slow store batches more and writes
+less instead of slowing the reader), at low rates each frame is written on its own. While
+the reader is behind (``reader_behind``: input waits to be read), the flush's own work is
+held to ``flush_busy_fraction`` of the time; ``flush_interval_s`` spaces flush starts
+(Upstash). A batch goes out in chunks of ``flush_chunk`` values so the reader runs between
+them. When the store fails, what was not written goes back into the buffer (unless a newer
+value arrived meanwhile) and the write is retried with backoff; one log line marks the
+outage and one its end. Memory stays bounded by the number of keys.
 """
 
 from __future__ import annotations
@@ -35,16 +30,13 @@ from polygon_core.codec import DecodedFrame, archive_blocks
 from polygon_core.conflation import EventConflation
 from polygon_core.errors import StoreUnavailable
 from polygon_core.events import Channel, MarketEvent
+from polygon_core.flush_policy import FlushPolicy
 from polygon_core.keys import TtlPolicy
 from polygon_core.mappers import encode_record
 from polygon_core.ports import Clock, LatestStore, LatestValue, RawArchive, Scheduler
 from polygon_core.timestamps import iso_ms
 
-__all__ = ["QUIET_STEP_S", "FlushStats", "Ingest"]
-
-QUIET_STEP_S = 0.002
-"""During a busy-fraction gap, a step this long without a new event means the reader is
-idle and the gap is cut short."""
+__all__ = ["FlushStats", "Ingest"]
 
 logger = logging.getLogger(__name__)
 _MINUS_INF = float("-inf")
@@ -60,6 +52,7 @@ class FlushStats:
         "failed_flushes",
         "outages",
         "last_flush_s",
+        "last_work_s",
         "max_flush_s",
         "flush_seconds_total",
         "last_success_monotonic",
@@ -72,6 +65,8 @@ class FlushStats:
         self.failed_flushes = 0
         self.outages = 0
         self.last_flush_s = 0.0
+        self.last_work_s = 0.0
+        """The last flush's own work (mapping, bookkeeping), its waits left out."""
         self.max_flush_s = 0.0
         self.flush_seconds_total = 0.0
         self.last_success_monotonic: float | None = None
@@ -83,7 +78,9 @@ class Ingest:
 
     ``rng`` is the random source for retry jitter (the runner passes ``random.random``;
     without one, retries use the plain exponential delays). ``flush_observer(seconds,
-    values)`` is called after each successful flush (metrics).
+    values)`` is called after each successful flush (metrics). ``reader_behind()`` says
+    whether input already waits to be read (the feeds set it; without it the reader is
+    taken to be behind, so the busy fraction always holds).
     """
 
     def __init__(
@@ -94,33 +91,31 @@ class Ingest:
         *,
         ttl: TtlPolicy | None = None,
         archive: RawArchive | None = None,
-        flush_interval_s: float = 0.002,
+        flush_interval_s: float = 0.0,
         flush_max_keys: int = 10_000,
         flush_busy_fraction: float = 0.25,
         flush_chunk: int = 2000,
-        flush_eager_below: int = 0,
+        reader_behind: Callable[[], bool] | None = None,
         retry_initial_s: float = 0.05,
         retry_max_s: float = 1.0,
         log_writes: bool = False,
         rng: Callable[[], float] | None = None,
         flush_observer: Callable[[float, int], None] | None = None,
     ) -> None:
-        if flush_interval_s < 0 or flush_max_keys < 1 or not 0 < flush_busy_fraction <= 1:
-            raise ValueError(
-                "flush interval must be >= 0, flush_max_keys >= 1, busy fraction in (0, 1]"
-            )
+        self._policy = FlushPolicy(
+            min_interval_s=flush_interval_s,
+            max_keys=flush_max_keys,
+            busy_fraction=flush_busy_fraction,
+        )
+        self.reader_behind = reader_behind or (lambda: True)
         self._store = store
         self._clock = clock
         self._scheduler = scheduler
         policy = ttl or TtlPolicy()
         self._ttl_by_channel = {c: policy.for_channel(c) for c in Channel}
         self._archive = archive
-        self._interval_s = flush_interval_s
         self._max_keys = flush_max_keys
-        self._stretch = (1.0 - flush_busy_fraction) / flush_busy_fraction
         self._chunk = max(flush_chunk, 1)
-        self._eager_below = flush_eager_below
-        self._last_batch = 0
         self._retry = (retry_initial_s * 1000.0, retry_max_s * 1000.0)
         self._log_writes = log_writes
         self._rng = rng or (lambda: 0.0)
@@ -131,9 +126,6 @@ class Ingest:
         self.stats = FlushStats()
         self._newest_written: dict[Channel, int | float] = {}
         self._stopping = False
-        self._last_flush_start = float("-inf")
-        self._last_flush_end = float("-inf")
-        self._last_flush_s = 0.0
 
     @property
     def events_by_channel(self) -> dict[Channel, int]:
@@ -187,30 +179,25 @@ class Ingest:
         """Drain the buffer into the store until :meth:`stop`; then one final flush."""
         scheduler = self._scheduler
         clock = self._clock
+        policy = self._policy
+        buffer = self.buffer
         while not self._stopping:
-            if not len(self.buffer):
+            pending = len(buffer)
+            if not pending:
                 await scheduler.wait_for_poke(None)
                 continue
-            # The configured interval holds unless many keys wait (or, with eager flushing,
-            # the last batch was small: nothing to coalesce); the busy-fraction gap
-            # protects the reader's CPU, so it holds while events keep arriving and is cut
-            # short once the reader has gone quiet (nothing to protect).
             now = clock.monotonic_s()
-            if len(self.buffer) < self._max_keys and self._last_batch >= self._eager_below:
-                wait = self._last_flush_start + self._interval_s - now
-                if wait > 0:
-                    await scheduler.wait_for_poke(wait)
-                    continue
-            wait = self._last_flush_end + self._last_flush_s * self._stretch - now
+            wait = policy.interval_wait_s(now, pending)
             if wait > 0:
-                seen = self.buffer.accepted
-                poked = await scheduler.wait_for_poke(min(wait, QUIET_STEP_S))
-                if poked or self.buffer.accepted != seen:
-                    continue  # still busy (or woken early): keep conflating
-            self._last_flush_start = clock.monotonic_s()
-            # The gap follows the write that succeeded, not the outage before it.
-            self._last_flush_s = await self._flush_with_retry()
-            self._last_flush_end = clock.monotonic_s()
+                await scheduler.wait_for_poke(wait)  # a poke: max_keys reached, or stop
+                continue
+            if policy.in_budget_gap(now) and self.reader_behind():
+                await scheduler.sleep(0)  # let the reader take what waits, then ask again
+                continue
+            policy.started(now)
+            await self._flush_with_retry()
+            # The budget follows the write that succeeded, not the outage before it.
+            policy.finished(clock.monotonic_s(), self.stats.last_work_s)
 
     def stop(self) -> None:
         """Ask the flush loop to end; it returns after the flush in flight."""
@@ -244,18 +231,20 @@ class Ingest:
         before it is sent, and awaiting its write lets the socket reader run, so a batch
         of tens of thousands of keys never blocks the reader for long.
         """
+        clock = self._clock
+        monotonic = clock.monotonic_s
+        began = monotonic()
         batch = self.buffer.drain()
         if not batch:
             return True
-        self._last_batch = len(batch)
-        clock = self._clock
         updated_at = iso_ms(clock.time_ms())
         ttl = self._ttl_by_channel
         encode = encode_record
         newest = self._newest_written
         size = self._chunk
         written = 0
-        started = clock.monotonic_s()
+        work = 0.0
+        started = began
         try:
             while written < len(batch):
                 part = batch[written : written + size]
@@ -263,7 +252,9 @@ class Ingest:
                     LatestValue(key, encode(event, updated_at), ttl[event.channel])
                     for key, _t, event in part
                 ]
+                work += monotonic() - began
                 await self._store.put_many(values)
+                began = monotonic()
                 written += len(part)
                 self._log_written(values)
                 newest_of = newest.get
@@ -271,6 +262,8 @@ class Ingest:
                     channel = event.channel
                     if t > newest_of(channel, _MINUS_INF):
                         newest[channel] = t
+                work += monotonic() - began
+                began = monotonic()
         except StoreUnavailable as exc:
             self._count_written(written)
             self._on_failure(batch[written:], exc)
@@ -279,20 +272,17 @@ class Ingest:
             self._count_written(written)
             self.buffer.requeue(batch[written:])
             raise
-        self._on_success(written, clock.monotonic_s() - started)
+        self.stats.last_work_s = work
+        self._on_success(written, monotonic() - started)
         return True
 
-    async def _flush_with_retry(self) -> float:
-        """Flush, retrying with backoff until it succeeds (or :meth:`stop`); returns how long
-        the last attempt took."""
-        clock = self._clock
+    async def _flush_with_retry(self) -> None:
+        """Flush, retrying with backoff until it succeeds (or :meth:`stop`)."""
         delays: Iterator[float] | None = None
         while True:
-            started = clock.monotonic_s()
             ok = await self.flush_once()
-            elapsed = clock.monotonic_s() - started
             if ok or self._stopping:
-                return elapsed
+                return
             if delays is None:
                 delays = self._delays()
             await self._scheduler.sleep(next(delays))

@@ -142,7 +142,6 @@ class Container(containers.DeclarativeContainer):
         ttl=settings.provided.ttl,
         archive=archive,
         flush_interval_s=settings.provided.redis_flush_interval_s,
-        flush_eager_below=settings.provided.flush_eager_below,
         log_writes=settings.provided.ws_debug,
         rng=providers.Object(random.random),
         flush_observer=metrics.provided.observe_flush,

@@ -61,6 +61,7 @@ class Service:
     ) -> None:
         self.ingest = ingest
         self.feeds = feeds
+        ingest.reader_behind = self._reader_behind
         self.archive = archive
         self._symbols = symbols
         self._discover = discover
@@ -73,6 +74,10 @@ class Service:
         self._stop = asyncio.Event()
         self.report = report
         self.started_monotonic = time.monotonic()
+
+    def _reader_behind(self) -> bool:
+        """Whether either feed has input waiting to be read (the flush loop's question)."""
+        return any(feed.input_waiting() for feed in self.feeds)
 
     def request_stop(self) -> None:
         """Begin the orderly stop (safe to call from a signal handler)."""

@@ -38,11 +38,6 @@ T = TypeVar("T")
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
 
-EAGER_FLUSH_BELOW = 64
-"""A flush of fewer values than this is followed by another as soon as data waits (see
-``Ingest``'s ``flush_eager_below``): at low rates each frame reaches Redis without waiting
-``REDIS_FLUSH_INTERVAL_MS``."""
-
 
 class SettingsError(ValueError):
     """Invalid configuration; ``problems`` maps each bad variable to the reason."""
@@ -78,7 +73,7 @@ class Settings:
     backoff_factor: float = 2.0
     backoff_max_ms: float = 30000.0
     ws_max_frame_bytes: int = 16 * 1024 * 1024
-    redis_flush_interval_ms: float = 2.0
+    redis_flush_interval_ms: float = 0.0
     s3_enabled: bool = False
     s3_bucket: str = ""
     s3_prefix: str = ""
@@ -103,12 +98,6 @@ class Settings:
     @property
     def redis_flush_interval_s(self) -> float:
         return self.redis_flush_interval_ms / 1000.0
-
-    @property
-    def flush_eager_below(self) -> int:
-        """Batches under this many values do not wait the flush interval (Redis only: an
-        Upstash command costs money, so there every batch waits)."""
-        return 0 if self.store_backend == "upstash" else EAGER_FLUSH_BELOW
 
     @property
     def redis_url_redacted(self) -> str:
@@ -316,7 +305,7 @@ def load_settings(environ: Mapping[str, str], dotenv: Path | None = None) -> Set
     backoff_max = r.number("BACKOFF_MAX_MS", 30000.0, 1.0)
     if backoff_max < backoff_initial and "BACKOFF_MAX_MS" not in r.problems:
         r.problems["BACKOFF_MAX_MS"] = "must be at least BACKOFF_INITIAL_MS"
-    flush_default = 1000.0 if backend == "upstash" else 2.0
+    flush_default = 1000.0 if backend == "upstash" else 0.0
 
     s3_enabled = r.flag("S3_ENABLED", False)
     s3_bucket = r.raw("S3_BUCKET") or ""

@@ -581,3 +581,27 @@ async def test_an_unexpected_error_on_a_frame_reconnects_instead_of_ending_the_f
     assert record.failed and feed.stats.disconnects == {"drop": 1}
     assert "delayed feed: unexpected error; reconnecting" in caplog.text
     assert "a bug in the frame handler" in caplog.text  # the traceback is logged
+
+
+async def test_input_waiting_tells_a_reader_behind_from_one_caught_up() -> None:
+    """The flush loop's question: while the handler holds the loop, frames pile up in the
+    kernel (``input_waiting`` is true); once everything is read and the feed is silent, it
+    is false."""
+    seen: list[bool] = []
+
+    class Stalling(Recorder):
+        def __call__(self, frame: DecodedFrame, receive_ms: int) -> None:
+            super().__call__(frame, receive_ms)
+            if frame.events and not seen:
+                time.sleep(0.05)  # the reader is held: the simulator keeps sending
+                seen.append(feed.input_waiting())
+
+    async with simulator(events_per_second=20_000, events_per_frame=10, max_events=3_000) as sim:
+        feed = feed_for(sim.delayed_url, DL)
+        assert not feed.input_waiting()  # not connected
+        record = Stalling()
+        async with running(feed, record):
+            await eventually(lambda: record.total == 3_000)
+            assert seen == [True]
+            await asyncio.sleep(0.05)
+            assert not feed.input_waiting()

@@ -32,8 +32,8 @@ def test_brief_defaults() -> None:
     )  # fmt: skip
     assert not s.s3_enabled and s.s3_window_minutes == 30 and s.s3_use_marker
     assert (s.s3_max_object_bytes, s.s3_part_size_bytes) == (512_000_000, 16_777_216)
-    assert s.store_backend == "redis" and s.redis_flush_interval_ms == 2.0
-    assert s.flush_eager_below == 64  # small batches skip the interval on Redis
+    assert s.store_backend == "redis" and s.redis_flush_interval_ms == 0.0
+    assert s.redis_flush_interval_s == 0.0  # Redis: group commit, no interval
     assert s.rest_base == "https://api.polygon.io"
 
 
@@ -77,7 +77,7 @@ def test_upstash_needs_a_token_and_gets_a_slower_default_flush() -> None:
     assert set(info.value.problems) == {"REDIS_TOKEN"}
     s = load_settings({**env, "REDIS_TOKEN": "tok_secret_999"})
     assert s.store_backend == "upstash" and s.redis_flush_interval_ms == 1000.0
-    assert s.flush_eager_below == 0  # every Upstash command costs: every batch waits
+    assert s.redis_flush_interval_s == 1.0  # every Upstash command costs: batches wait 1 s
     with pytest.raises(SettingsError, match="REDIS_URL"):
         load_settings({**env, "REDIS_URL": "http://db.upstash.io", "REDIS_TOKEN": "t"})
 

@@ -240,9 +240,11 @@ class SlowStore(InMemoryLatestStore):
         await super().put_many(values)
 
 
-async def test_busy_store_stretches_the_gap_between_flushes(running) -> None:
+async def test_group_commit_a_slow_store_gets_back_to_back_batches(running) -> None:
+    """One write in flight; the next starts as soon as the reply is in and carries all that
+    arrived meanwhile (no gap stretched by the write's own duration)."""
     store = SlowStore(0.02)
-    ingest = Ingest(store, SystemClock(), AsyncioScheduler(), flush_interval_s=0.001)
+    ingest = Ingest(store, SystemClock(), AsyncioScheduler())
     running(ingest)
     stop = asyncio.Event()
 
@@ -250,28 +252,28 @@ async def test_busy_store_stretches_the_gap_between_flushes(running) -> None:
         t = 0
         while not stop.is_set():
             t += 1
-            feed(ingest, trade(f"S{t % 50}", t))
+            feed(ingest, trade(f"S{t % 5}", t))
             await asyncio.sleep(0.0005)
 
     producer = asyncio.create_task(produce())
-    await eventually(lambda: len(store.starts) >= 5, within_s=5)
+    await eventually(lambda: len(store.starts) >= 6, within_s=5)
     stop.set()
     await producer
-    gaps = [b - a for a, b in zip(store.starts, store.starts[1:], strict=False)]
-    # each 20 ms write is followed by >= 3 x 20 ms of conflation (busy fraction 0.25)
-    assert min(gaps) >= 0.075, gaps
+    gaps = [b - a for a, b in zip(store.starts[1:], store.starts[2:], strict=False)]
+    assert all(0.02 <= gap < 0.02 + 0.015 for gap in gaps), gaps  # back to back
+    assert all(n > 1 for n in store.batches[2:]), store.batches  # batches grew by themselves
     assert ingest.buffer.superseded > 0
 
 
-async def test_light_load_keeps_the_short_interval(running) -> None:
+async def test_light_load_writes_each_frame_on_its_own(running) -> None:
     store = SlowStore(0.0)
-    ingest = Ingest(store, SystemClock(), AsyncioScheduler(), flush_interval_s=0.002)
+    ingest = Ingest(store, SystemClock(), AsyncioScheduler())
     running(ingest)
     for t in range(1, 21):
         feed(ingest, trade("A", t))
         await asyncio.sleep(0.004)
     await eventually(lambda: len(ingest.buffer) == 0)
-    assert len(store.batches) >= 15  # nearly every event written on its own: fresh values
+    assert len(store.batches) == 20  # every event written on its own: fresh values
 
 
 class FailSecondChunk(InMemoryLatestStore):
@@ -300,17 +302,50 @@ async def test_a_batch_goes_out_in_chunks_and_a_failed_chunk_is_requeued() -> No
     assert ingest.stats.values_written == 25
 
 
-async def test_a_quiet_reader_cuts_the_busy_gap_short(running) -> None:
-    """After a slow flush, leftovers are written at once when no new events arrive."""
+async def test_leftovers_go_out_right_after_a_slow_reply(running) -> None:
+    """Waiting for a reply is not work: what arrived during a 50 ms write is written as
+    soon as that write returns, even with the reader behind."""
     store = SlowStore(0.05)
-    ingest = Ingest(store, SystemClock(), AsyncioScheduler(), flush_interval_s=0.001)
+    ingest = Ingest(store, SystemClock(), AsyncioScheduler(), reader_behind=lambda: True)
     running(ingest)
     feed(ingest, trade("A", 1))
     await eventually(lambda: len(store.starts) == 1)
-    feed(ingest, trade("B", 1))  # arrives during the 50 ms flush; then silence
+    feed(ingest, trade("B", 1))  # arrives during the 50 ms write
     await eventually(lambda: len(store.starts) == 2, within_s=2)
     gap = store.starts[1] - store.starts[0]
-    assert gap < 0.05 + 0.03, gap  # not 50 ms + 3 x 50 ms
+    assert gap < 0.05 + 0.03, gap
+
+
+def _many(ingest: Ingest, n: int, t: int) -> None:
+    feed(ingest, *[trade(f"S{i}", t) for i in range(n)])
+
+
+async def test_a_reader_behind_holds_the_next_write_for_its_share(running) -> None:
+    """While input waits to be read, a write whose own work took ``w`` is followed by at
+    least ``3 w`` before the next (busy fraction 0.25); once the reader has caught up the
+    next write starts at once."""
+    behind = [True]
+    store = SlowStore(0.0)
+    ingest = Ingest(
+        store, SystemClock(), AsyncioScheduler(), flush_max_keys=10**6, flush_chunk=10**6,
+        reader_behind=lambda: behind[0],
+    )  # fmt: skip
+    running(ingest)
+    _many(ingest, 20_000, 1)  # a big batch: its mapping takes milliseconds
+    await eventually(lambda: len(store.starts) == 1)
+    work = ingest.stats.last_work_s
+    assert work > 0
+    feed(ingest, trade("LATE", 1))
+    await eventually(lambda: len(store.starts) == 2, within_s=5)
+    assert store.starts[1] - store.starts[0] >= 3 * work, (store.starts, work)
+
+    behind[0] = False  # caught up: no budget wait
+    _many(ingest, 20_000, 2)
+    await eventually(lambda: len(store.starts) == 3)
+    work = ingest.stats.last_work_s
+    feed(ingest, trade("LATE", 2))
+    await eventually(lambda: len(store.starts) == 4, within_s=5)
+    assert store.starts[3] - store.starts[2] < 3 * work, (store.starts, work)
 
 
 class DownThenUp(InMemoryLatestStore):
@@ -336,8 +371,7 @@ async def test_after_an_outage_the_busy_gap_follows_the_write_not_the_outage(run
     the whole outage, stalling writes for seconds after a Redis restart)."""
     store = DownThenUp()
     ingest = Ingest(
-        store, SystemClock(), AsyncioScheduler(), flush_interval_s=0.002,
-        retry_initial_s=0.05, retry_max_s=0.05,
+        store, SystemClock(), AsyncioScheduler(), retry_initial_s=0.05, retry_max_s=0.05,
     )  # fmt: skip
     running(ingest)
     stop = asyncio.Event()
@@ -376,28 +410,7 @@ async def test_a_lone_frame_after_a_quiet_spell_is_flushed_at_once(running) -> N
     assert store.starts[2] - store.starts[1] >= 0.19
 
 
-async def test_eager_flushing_skips_the_interval_after_a_small_batch(running) -> None:
-    """With ``flush_eager_below``, a frame arriving right after a small flush is written at
-    once; after a large batch (something to coalesce) the interval holds again."""
-    store = SlowStore(0.0)
-    ingest = Ingest(
-        store, SystemClock(), AsyncioScheduler(), flush_interval_s=0.2, flush_eager_below=10
-    )
-    running(ingest)
-    feed(ingest, trade("A", 1))
-    await eventually(lambda: len(store.starts) == 1)
-    feed(ingest, trade("B", 1))  # 1 value written last time: no wait for the 200 ms interval
-    await eventually(lambda: len(store.starts) == 2, within_s=0.1)
-    feed(ingest, *[trade(f"S{i}", 1) for i in range(20)])
-    await eventually(lambda: len(store.starts) == 3, within_s=0.1)
-    feed(ingest, trade("C", 1))  # 20 values written last time: the interval holds
-    await asyncio.sleep(0.1)
-    assert len(store.starts) == 3
-    await eventually(lambda: len(store.starts) == 4, within_s=0.3)
-    assert store.starts[3] - store.starts[2] >= 0.19
-
-
-async def test_without_eager_flushing_a_small_batch_waits_the_interval(running) -> None:
+async def test_with_an_interval_a_small_batch_waits_it(running) -> None:
     store = SlowStore(0.0)
     ingest = Ingest(store, SystemClock(), AsyncioScheduler(), flush_interval_s=0.2)
     running(ingest)
