@@ -13,12 +13,13 @@ Two limits can hold a write back, and neither depends on the machine's speed:
   whose cost is per command). A write after a quiet spell longer than the interval goes
   out at once (leading edge). With ``max_keys`` keys pending the interval no longer holds.
 * The reader's share, only while the reader is behind (input already waits to be read):
-  the flush's own work (mapping, encoding) is time the reader does not read, so then a
-  flush may take at most ``busy_fraction`` of the time: after a flush whose work took
-  ``w`` s, the next one waits until ``w (1 − f) / f`` s have passed or until the reader has
-  caught up, whichever comes first. Only a reader that stays behind (a feed faster than
-  the sink, a burst, a descheduled process) meets this limit; it keeps full-throttle
-  throughput, and it scales with the work done, not with the write's round trip.
+  a write (mapping, encoding, replies) runs on the reader's thread, so then writing may
+  take at most ``busy_fraction`` of the time: after a write that took ``d`` s, the next
+  one waits until ``d (1 − f) / f`` s have passed *or until the reader has caught up*,
+  whichever comes first. Only a reader that stays behind (a feed faster than the sink, a
+  burst, a descheduled process) meets this limit, which is what keeps full-throttle
+  throughput; at ordinary rates the reader catches up within microseconds of a write and
+  the gap is cut at once, however long the write took on a slow or busy machine.
 
 Pure: times come in as plain numbers (the ``Clock``'s monotonic seconds).
 """
@@ -62,6 +63,6 @@ class FlushPolicy:
         """A write starts at ``now_s``."""
         self._last_start_s = now_s
 
-    def finished(self, now_s: float, work_s: float) -> None:
-        """The write ended at ``now_s``; its own work (not its waiting) took ``work_s``."""
-        self._free_at_s = now_s + work_s * self._stretch
+    def finished(self, now_s: float, took_s: float) -> None:
+        """The write ended at ``now_s`` after ``took_s`` (the attempt that succeeded)."""
+        self._free_at_s = now_s + took_s * self._stretch

@@ -11,8 +11,8 @@ everything pending at once, and the next write starts as soon as the reply is in
 reader only yields after taking every frame its sockets held, so a write carries all that
 had arrived; under load batches grow by themselves (a slow store batches more and writes
 less instead of slowing the reader), at low rates each frame is written on its own. While
-the reader is behind (``reader_behind``: input waits to be read), the flush's own work is
-held to ``flush_busy_fraction`` of the time; ``flush_interval_s`` spaces flush starts
+the reader is behind (``reader_behind``: input waits to be read), writing is held to
+``flush_busy_fraction`` of the time; ``flush_interval_s`` spaces flush starts
 (Upstash). A batch goes out in chunks of ``flush_chunk`` values so the reader runs between
 them. When the store fails, what was not written goes back into the buffer (unless a newer
 value arrived meanwhile) and the write is retried with backoff; one log line marks the
@@ -52,7 +52,6 @@ class FlushStats:
         "failed_flushes",
         "outages",
         "last_flush_s",
-        "last_work_s",
         "max_flush_s",
         "flush_seconds_total",
         "last_success_monotonic",
@@ -65,8 +64,6 @@ class FlushStats:
         self.failed_flushes = 0
         self.outages = 0
         self.last_flush_s = 0.0
-        self.last_work_s = 0.0
-        """The last flush's own work (mapping, bookkeeping), its waits left out."""
         self.max_flush_s = 0.0
         self.flush_seconds_total = 0.0
         self.last_success_monotonic: float | None = None
@@ -79,8 +76,8 @@ class Ingest:
     ``rng`` is the random source for retry jitter (the runner passes ``random.random``;
     without one, retries use the plain exponential delays). ``flush_observer(seconds,
     values)`` is called after each successful flush (metrics). ``reader_behind()`` says
-    whether input already waits to be read (the feeds set it; without it the reader is
-    taken to be behind, so the busy fraction always holds).
+    whether input already waits to be read (the service asks the feeds; without it the
+    reader is taken to have caught up: pure group commit).
     """
 
     def __init__(
@@ -107,7 +104,7 @@ class Ingest:
             max_keys=flush_max_keys,
             busy_fraction=flush_busy_fraction,
         )
-        self.reader_behind = reader_behind or (lambda: True)
+        self.reader_behind = reader_behind or (lambda: False)
         self._store = store
         self._clock = clock
         self._scheduler = scheduler
@@ -197,7 +194,7 @@ class Ingest:
             policy.started(now)
             await self._flush_with_retry()
             # The budget follows the write that succeeded, not the outage before it.
-            policy.finished(clock.monotonic_s(), self.stats.last_work_s)
+            policy.finished(clock.monotonic_s(), self.stats.last_flush_s)
 
     def stop(self) -> None:
         """Ask the flush loop to end; it returns after the flush in flight."""
@@ -231,20 +228,17 @@ class Ingest:
         before it is sent, and awaiting its write lets the socket reader run, so a batch
         of tens of thousands of keys never blocks the reader for long.
         """
-        clock = self._clock
-        monotonic = clock.monotonic_s
-        began = monotonic()
         batch = self.buffer.drain()
         if not batch:
             return True
+        clock = self._clock
         updated_at = iso_ms(clock.time_ms())
         ttl = self._ttl_by_channel
         encode = encode_record
         newest = self._newest_written
         size = self._chunk
         written = 0
-        work = 0.0
-        started = began
+        started = clock.monotonic_s()
         try:
             while written < len(batch):
                 part = batch[written : written + size]
@@ -252,9 +246,7 @@ class Ingest:
                     LatestValue(key, encode(event, updated_at), ttl[event.channel])
                     for key, _t, event in part
                 ]
-                work += monotonic() - began
                 await self._store.put_many(values)
-                began = monotonic()
                 written += len(part)
                 self._log_written(values)
                 newest_of = newest.get
@@ -262,8 +254,6 @@ class Ingest:
                     channel = event.channel
                     if t > newest_of(channel, _MINUS_INF):
                         newest[channel] = t
-                work += monotonic() - began
-                began = monotonic()
         except StoreUnavailable as exc:
             self._count_written(written)
             self._on_failure(batch[written:], exc)
@@ -272,8 +262,7 @@ class Ingest:
             self._count_written(written)
             self.buffer.requeue(batch[written:])
             raise
-        self.stats.last_work_s = work
-        self._on_success(written, monotonic() - started)
+        self._on_success(written, clock.monotonic_s() - started)
         return True
 
     async def _flush_with_retry(self) -> None:
