@@ -260,7 +260,8 @@ async def test_group_commit_a_slow_store_gets_back_to_back_batches(running) -> N
     stop.set()
     await producer
     gaps = [b - a for a, b in zip(store.starts[1:], store.starts[2:], strict=False)]
-    assert all(0.02 <= gap < 0.02 + 0.015 for gap in gaps), gaps  # back to back
+    # back to back: each starts when the last reply is in, not 3 x 20 ms after it
+    assert all(0.02 <= gap < 0.06 for gap in gaps), gaps
     assert all(n > 1 for n in store.batches[2:]), store.batches  # batches grew by themselves
     assert ingest.buffer.superseded > 0
 
