@@ -11,6 +11,7 @@ failed: it did not complete, or data was dropped or wrong. See README.md, "Bench
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import shutil
 import subprocess
@@ -49,6 +50,14 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--keep-logs", action="store_true", help="keep every run's logs")
     p.add_argument(
+        "--baseline",
+        type=Path,
+        default=None,
+        metavar="SRC",
+        help="also run every sink workload with the sink from this src folder (e.g. a "
+        "worktree of an older commit), right after the working tree's, and show the ratio",
+    )
+    p.add_argument(
         "--load",
         type=int,
         default=0,
@@ -64,6 +73,19 @@ def _selected(spec: str, sizes: Sizes) -> list[Workload]:
     if unknown:
         raise SystemExit(f"bench: unknown workload(s) {sorted(unknown)}; use 1-5")
     return [w for w in workloads(sizes) if w.key in ALWAYS or w.number in wanted]
+
+
+def _with_baseline(chosen: list[Workload], src: Path) -> list[Workload]:
+    """Each sink workload followed by the same with the sink from ``src``."""
+    if not (src / "polygon_runner").is_dir():
+        raise SystemExit(f"bench: {src} holds no polygon_runner package")
+    out: list[Workload] = []
+    for w in chosen:
+        out.append(w)
+        if w.client == "sink":
+            title = f"{w.title} (baseline)"
+            out.append(dataclasses.replace(w, key=f"base-{w.key}", title=title, sink_src=str(src)))
+    return out
 
 
 def _settle(limit_s: float, load: int) -> None:
@@ -139,6 +161,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     repeat = args.repeat or sizes.repeat
     settle = args.settle if args.settle is not None else (0.0 if args.quick else 10.0)
     chosen = _selected(args.workloads, sizes)
+    if args.baseline is not None:
+        chosen = _with_baseline(chosen, args.baseline.resolve())
     started = time.monotonic()
     host = machine()
     print(

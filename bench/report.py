@@ -114,6 +114,15 @@ def add_targets(summaries: dict[str, Summary]) -> None:
     if "4" in summaries and one is not None and one.median["cpu_us_per_event"]:
         base = one.median["cpu_us_per_event"]
         summaries["4"].targets = [t("cpu_us_per_event", "<=", base * 1.3, f"≤1.3×{base:.2f}")]
+    # Issue 12, against the baseline sink of the same run (--baseline): workload 1 keeps
+    # 90 % of its throughput, and 200,000 events/s costs no more Redis commands per event.
+    old_one, old_3c = summaries.get("base-1"), summaries.get("base-3c")
+    if one is not None and old_one is not None and old_one.median["events_per_s"]:
+        floor = 0.9 * old_one.median["events_per_s"]
+        one.targets.append(t("events_per_s", ">=", floor, "≥0.9×base"))
+    if "3c" in summaries and old_3c is not None and old_3c.median["commands_per_event"]:
+        most = old_3c.median["commands_per_event"]
+        summaries["3c"].targets.append(t("commands_per_event", "<=", most, "≤base"))
     five = summaries.get("5")
     if five is not None:
         # Conflation: at most one SET per key per flush interval (1 s by default on
@@ -147,6 +156,13 @@ def _floor_ratios(s: Summary, floor: Summary) -> list[str]:
         else:
             out.append(f"{ratio:.3g}×")
     return out
+
+
+def _plain_ratios(s: Summary, other: Summary) -> list[str]:
+    return [
+        "-" if (ratio := floor_ratio(s, other, m)) is None else f"{ratio:.3g}×"
+        for m, _, _ in COLUMNS
+    ]
 
 
 def _fmt(metric: str, value: float | None) -> str:
@@ -189,9 +205,11 @@ def render(summaries: dict[str, Summary], write: Callable[[str], None]) -> None:
     write("-" * (len(head) + 8))
     base = summaries.get("cmp")
     for key, s in summaries.items():
-        marks = {
-            t.metric: f" {'✓' if ok else '✗'}{t.label}" for t, ok in s.checks() if ok is not None
-        }
+        marks: dict[str, str] = {}
+        for target, ok in s.checks():
+            if ok is not None:
+                mark = f" {'✓' if ok else '✗'}{target.label}"
+                marks[target.metric] = marks.get(target.metric, "") + mark
         cells = [_fmt(m, s.median[m]) + marks.get(m, "") for m, _, _ in COLUMNS]
         result = "ok" if s.ok else "FAILED"
         write(f"{s.workload.title:<{TITLE_WIDTH}}" + _cells(cells) + f"  {result}")
@@ -201,14 +219,21 @@ def render(summaries: dict[str, Summary], write: Callable[[str], None]) -> None:
                 for m, _, _ in COLUMNS
             ]
             write(f"{'  min–max of ' + str(len(s.runs)) + ' runs':<{TITLE_WIDTH}}" + _cells(spread))
-        if base is not None and key not in ("cmp", "feed") and not key.startswith(("3", "ref")):
+        if (
+            base is not None
+            and key not in ("cmp", "feed")
+            and not key.startswith(("3", "ref", "base"))
+        ):
             write(f"{'  × comparator':<{TITLE_WIDTH}}" + _cells(_ratios(s, base, key)))
         for r in s.runs:
             for problem in r.problems:
                 write(f"  ! run failed: {problem}")
-        floor = summaries.get(f"ref-{key}")
+        floor = summaries.get(f"ref-{key.removeprefix('base-')}")
         if floor is not None:
             write(f"{'  × reference writer':<{TITLE_WIDTH}}" + _cells(_floor_ratios(s, floor)))
+        older = summaries.get(f"base-{key}")
+        if older is not None:
+            write(f"{'  × baseline (next row)':<{TITLE_WIDTH}}" + _cells(_plain_ratios(s, older)))
         cores = _median_cores(s.runs)
         if cores:
             shown = ", ".join(f"{k} {v:.2f}" for k, v in cores.items() if k != "machine")
@@ -250,7 +275,7 @@ def _ratios(s: Summary, base: Summary, key: str) -> list[str]:
 
 
 def _vs_floor(summaries: dict[str, Summary], key: str) -> dict[str, float | None] | None:
-    floor = summaries.get(f"ref-{key}")
+    floor = summaries.get(f"ref-{key.removeprefix('base-')}")
     if floor is None:
         return None
     return {

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -20,7 +21,7 @@ from bench.checks import check_sink, latencies, until_drained, until_final, unti
 from bench.context import API_KEY, SEED, RunContext, RunResult
 from bench.expected import KEY_PREFIX, Expected, replay
 from bench.probe import LatencySampler, RedisProbe, scrape_metrics
-from bench.procs import Child, cpu_seconds
+from bench.procs import ROOT, Child, cpu_seconds
 from bench.services import SHUTDOWN_S, sink_env
 from bench.workloads import Workload
 from polygon_runner.local_redis import RedisServerProcess
@@ -86,6 +87,8 @@ def _measured(run: RunContext) -> None:
         env = {"BENCH_SYMBOLS": ",".join(run.symbols), "SIMULATOR_API_KEY": API_KEY}
         client = run.child(w.client, argv, env, capture_stdout=True)
     else:
+        if w.sink_src is not None:  # the baseline's packages first, then the bench's own
+            env["PYTHONPATH"] = os.pathsep.join([w.sink_src, str(ROOT)])
         client = run.child("sink", [sys.executable, "-m", "polygon_runner", "run"], env)
     stack.callback(lambda: _keep_log_tail(r, client))
 

@@ -39,11 +39,13 @@ class Workload:
     backend: Literal["redis", "upstash"] = "redis"
     s3: bool = False
     events_per_frame: int = 50
+    sink_src: str | None = None
+    """Run the sink from this source folder instead of the working tree (``--baseline``)."""
 
     @property
     def number(self) -> str:
-        """The workload number of issue 7 (``3`` for ``3b`` and ``ref-3b``)."""
-        return self.key.removeprefix("ref-").rstrip("abc")
+        """The workload number of issue 7 (``3`` for ``3b``, ``ref-3b`` and ``base-3b``)."""
+        return self.key.removeprefix("ref-").removeprefix("base-").rstrip("abc")
 
     @property
     def paced(self) -> bool:

@@ -165,7 +165,10 @@ class PolygonWebSocketFeed:
         ws = self._ws
         if ws is None:
             return False
-        if len(ws.recv_messages.frames):
+        # websockets' message assembler (``recv_messages.frames``, websockets 14 to 17):
+        # frames already parsed and not yet taken by ``recv``.
+        queued = getattr(getattr(ws, "recv_messages", None), "frames", ())
+        if len(queued):
             return True
         try:
             waiting = fcntl.ioctl(self._fd, termios.FIONREAD, _FOUR_BYTES)
