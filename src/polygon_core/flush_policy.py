@@ -45,10 +45,6 @@ class FlushPolicy:
         self._last_start_s = float("-inf")
         self._free_at_s = float("-inf")
 
-    @property
-    def max_keys(self) -> int:
-        return self._max_keys
-
     def interval_wait_s(self, now_s: float, pending: int) -> float:
         """Seconds until the minimum interval allows a write (0: it allows one now)."""
         if pending >= self._max_keys:
