@@ -9,7 +9,7 @@ the host's network, so the servers below are reached on loopback):
 
 * ``user``: ``USER`` resolves in the image's ``/etc/passwd`` to a uid other than 0;
 * ``python``: the image's ``python`` has the minor version of the Dockerfile's ``FROM``;
-* ``files``: no ``.venv`` or second ``pyvenv.cfg``, no ``/src``, no ``tests``/``bench``
+* ``files``: no ``.venv`` or second ``pyvenv.cfg``, no ``.env``, no ``/src``, no ``tests``/``bench``
   package, no dev-only distribution (pytest, moto ...) and no copy of a file of this
   repository's ``tests/`` or ``bench/`` (by content) anywhere in the image;
 * ``help``: ``ENTRYPOINT --help`` exits 0 and lists the commands;
@@ -97,7 +97,10 @@ class ImageRoot:
         return {"HOME": self.workdir, **self.env, **(extra or {})}
 
     def run(
-        self, command: Sequence[str], extra: Mapping[str, str] | None = None, timeout_s=60.0
+        self,
+        command: Sequence[str],
+        extra: Mapping[str, str] | None = None,
+        timeout_s: float = 60.0,
     ) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
             self.argv(command),
@@ -157,6 +160,8 @@ def check_files(image: ImageRoot, _: argparse.Namespace) -> str:
             count += 1
             if name == "pyvenv.cfg" and rel != "/opt/venv":
                 venvs.append(f"{rel}/{name}")
+            if name == ".env":
+                problems.append(f"{rel}/.env is in the image")
             if name in digests:
                 data = (Path(dirpath) / name).read_bytes()
                 if (repo := digests[name].get(hashlib.sha256(data).hexdigest())) is not None:
@@ -175,7 +180,7 @@ def check_files(image: ImageRoot, _: argparse.Namespace) -> str:
         problems.append("no /opt/venv/lib/python*/site-packages")
     if problems:
         raise CheckFailed("; ".join(problems))
-    return f"{count} files: no .venv, /src, tests or bench files, no dev-only distributions"
+    return f"{count} files: no .venv, .env, /src, tests or bench files, no dev-only distributions"
 
 
 def check_help(image: ImageRoot, _: argparse.Namespace) -> str:
@@ -188,7 +193,7 @@ def check_help(image: ImageRoot, _: argparse.Namespace) -> str:
 def check_redis_command(image: ImageRoot, args: argparse.Namespace) -> str:
     out = image.run([*image.entrypoint, "check-redis"], {"REDIS_URL": args.redis_url})
     ttl = redis.Redis.from_url(args.redis_url).ttl("stock:test")
-    if out.returncode != 0 or not 0 < int(ttl) <= 60:  # type: ignore[arg-type]
+    if out.returncode != 0 or not 0 < int(ttl) <= 60:
         raise CheckFailed(f"exit {out.returncode}, TTL {ttl}: {(out.stdout + out.stderr)[-500:]}")
     return f"exit 0 against {args.redis_url}, stock:test TTL {ttl} s"
 
@@ -277,7 +282,7 @@ def _service_checks(image: ImageRoot, args: argparse.Namespace, child: Child, po
     if ok.returncode != 0 or bad.returncode == 0:
         raise CheckFailed(f"HEALTHCHECK: exit {ok.returncode} (up), {bad.returncode} (nobody)")
     time.sleep(args.run_seconds)
-    keys = len(client.keys("stock:*"))  # type: ignore[arg-type]
+    keys = len(client.keys("stock:*"))
     return (
         f"pid {child.pid}: uid/gid {image.uid}/{image.gid}, root = the image; "
         f"/healthz 200; {keys} keys ({', '.join(FAMILIES)}); HEALTHCHECK exit 0 "

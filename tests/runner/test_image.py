@@ -45,14 +45,19 @@ def _tools_ready() -> None:
 
 
 def _run_image(*args: str, timeout_s: float = 900.0) -> tuple[int, str, int]:
-    """Run scripts/image; on a timeout SIGTERM it (its trap cleans up) and fail."""
+    """Run scripts/image; on a timeout SIGTERM its process group (traps clean up) and fail."""
     proc = subprocess.Popen(
-        [str(SCRIPT), *args], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        [str(SCRIPT), *args],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,  # its own process group: a timeout stops all of it
     )
     try:
         out, _ = proc.communicate(timeout=timeout_s)
     except subprocess.TimeoutExpired:
-        proc.send_signal(signal.SIGTERM)
+        os.killpg(proc.pid, signal.SIGTERM)
         out, _ = proc.communicate(timeout=120)
         pytest.fail(f"scripts/image took over {timeout_s:.0f} s:\n{out[-3000:]}")
     return proc.returncode, out, proc.pid
@@ -122,6 +127,7 @@ def test_the_file_check_passes_a_clean_tree_and_names_each_stray_file(tmp_path) 
         "dev-only distributions": ("opt/venv/lib/python3.11/site-packages/pytest/x.py", ""),
         "holds ['tests']": ("opt/venv/lib/python3.11/site-packages/tests/x.py", ""),
         "/src is in the image": ("src/x.py", ""),
+        "/app/.env is in the image": ("app/.env", "POLYGON_API_KEY=x\n"),
     }
     for i, (problem, (path, content)) in enumerate(strays.items()):
         image = _tree(tmp_path / str(i))
