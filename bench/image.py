@@ -30,7 +30,6 @@ import hashlib
 import json
 import os
 import re
-import shutil
 import signal
 import subprocess
 import sys
@@ -38,86 +37,22 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
 
 import redis
 
+from bench.image_root import CheckFailed, ImageRoot
 from bench.procs import ROOT as REPO
 from bench.procs import Child, start_child
 from polygon_runner.local_redis import RedisServerProcess, free_port
 
-__all__ = ["ImageRoot", "main"]
+__all__ = ["CHECKS", "main"]
 
 API_KEY = "image-check-key-5f1c"
 SYMBOLS = ("AAPL", "MSFT", "NVDA", "BRK.B")
 FAMILIES = ("agg1m", "fmv", "trade", "quote")
 DEV_ONLY = ("pytest", "hypothesis", "moto", "mypy", "ruff", "duckdb", "upstash_redis")
-CHROOT = shutil.which("chroot") or "/usr/sbin/chroot"
-
-
-class CheckFailed(Exception):
-    pass
-
-
-class ImageRoot:
-    """The mounted image: its files under ``root`` and its config from ``podman inspect``."""
-
-    def __init__(self, root: Path, config: Mapping[str, Any]) -> None:
-        self.root = root
-        cfg = config["Config"]
-        self.user = str(cfg.get("User") or "root")
-        self.env = dict(e.split("=", 1) for e in cfg.get("Env") or [])
-        self.entrypoint = list(cfg.get("Entrypoint") or [])
-        self.cmd = list(cfg.get("Cmd") or [])
-        self.workdir = str(cfg.get("WorkingDir") or "/")
-        self.healthcheck = list((config.get("Healthcheck") or {}).get("Test") or [])
-        self.uid, self.gid = self._ids(self.user)
-        # A runtime creates the working directory when the image has none (buildah's
-        # WORKDIR does not commit one), owned by root: the service must not need to write it.
-        (root / self.workdir.lstrip("/")).mkdir(parents=True, exist_ok=True)
-
-    def _ids(self, user: str) -> tuple[int, int]:
-        name, _, group = user.partition(":")
-        passwd = [ln.split(":") for ln in (self.root / "etc/passwd").read_text().splitlines()]
-        row = next((r for r in passwd if name in (r[0], r[2])), None)
-        if row is None:
-            raise CheckFailed(f"USER {user!r} is not in the image's /etc/passwd")
-        return int(row[2]), int(group or row[3])
-
-    def argv(self, command: Sequence[str]) -> list[str]:
-        """``command`` run in the image as its user, in its working directory."""
-        spec = f"--userspec={self.uid}:{self.gid}"
-        chdir = ["/usr/bin/env", "-C", self.workdir]
-        return [CHROOT, spec, f"--groups={self.gid}", str(self.root), *chdir, *command]
-
-    def environ(self, extra: Mapping[str, str] | None = None) -> dict[str, str]:
-        """The image's Env (plus HOME, as a runtime sets it) and ``extra``; nothing else."""
-        return {"HOME": self.workdir, **self.env, **(extra or {})}
-
-    def run(
-        self,
-        command: Sequence[str],
-        extra: Mapping[str, str] | None = None,
-        timeout_s: float = 60.0,
-    ) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            self.argv(command),
-            env=self.environ(extra),
-            capture_output=True,
-            text=True,
-            timeout=timeout_s,
-            check=False,
-        )
-
-    def healthcheck_argv(self) -> list[str]:
-        kind, *rest = self.healthcheck or ["NONE"]
-        if kind == "CMD-SHELL":
-            return ["/bin/sh", "-c", rest[0]]
-        if kind == "CMD":
-            return rest
-        raise CheckFailed(f"the image has no HEALTHCHECK command ({self.healthcheck})")
 
 
 def check_user(image: ImageRoot, _: argparse.Namespace) -> str:

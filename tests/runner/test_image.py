@@ -17,7 +17,8 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from bench.image import CHECKS, CheckFailed, ImageRoot, check_files, check_user
+from bench.image import CHECKS, check_files, check_user
+from bench.image_root import CheckFailed, ImageRoot
 
 from tests.helpers import IN_CI, missing_server
 
