@@ -64,6 +64,8 @@ def check_user(image: ImageRoot, _: argparse.Namespace) -> str:
 def check_python(image: ImageRoot, args: argparse.Namespace) -> str:
     out = image.run(["python", "-c", "import sys; print('%d.%d.%d' % sys.version_info[:3])"])
     version = out.stdout.strip()
+    if out.returncode == 0 and version and not args.python_minor:
+        return f"python {version} (the FROM tag names no version)"
     if out.returncode != 0 or not version.startswith(args.python_minor + "."):
         raise CheckFailed(f"python in the image: {version or out.stderr.strip()!r}")
     return f"python {version} (FROM wants {args.python_minor})"
@@ -255,11 +257,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench.image", description=__doc__)
     p.add_argument("root", type=Path, help="the mounted image (podman mount)")
     p.add_argument("config", type=Path, help="podman image inspect output (JSON)")
-    p.add_argument("--python-minor", required=True, help="e.g. 3.11, from the FROM tag")
+    p.add_argument("--python-minor", default="", help="e.g. 3.11, from the FROM tag")
     p.add_argument("--run-seconds", type=float, default=3.0)
     args = p.parse_args(argv)
     config = json.loads(args.config.read_text())
-    image = ImageRoot(args.root.resolve(), config[0] if isinstance(config, list) else config)
+    try:
+        image = ImageRoot(args.root.resolve(), config[0] if isinstance(config, list) else config)
+    except CheckFailed as err:
+        print(f"image: FAIL {'user':<12} {err}", flush=True)
+        return 1
     failed = 0
     with tempfile.TemporaryDirectory(prefix="image-check-") as tmp, RedisServerProcess() as rs:
         sim_argv = [sys.executable, "-m", "polygon_runner", "simulate", "--no-rest"]
@@ -278,6 +284,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     print(f"image: FAIL {name:<12} {err}", flush=True)
         finally:
             sim.stop()
+    print(f"image: {len(CHECKS) - failed} of {len(CHECKS)} checks passed", flush=True)
     return 1 if failed else 0
 
 

@@ -86,6 +86,7 @@ def test_the_image_builds_and_runs_from_its_own_files() -> None:
     for name in CHECKS:
         assert re.search(rf"^image: ok   {re.escape(name)} ", out, flags=re.M), out[-4000:]
     assert "FAIL" not in out
+    assert f"image: {len(CHECKS)} of {len(CHECKS)} checks passed" in out
     assert re.search(rf"^image: {re.escape(tag)}: [\d.]+ MB \(base ", out, flags=re.M), out
     _assert_cleaned_up(out, pid, tag)
 
@@ -103,6 +104,7 @@ def test_a_failing_check_fails_the_script_and_everything_is_cleaned_up(tmp_path)
     assert code == 1, out[-4000:]
     assert re.search(r"^image: FAIL user .*root", out, flags=re.M), out[-4000:]
     assert re.search(r"^image: ok   help ", out, flags=re.M), out[-4000:]  # the rest still ran
+    assert f"image: {len(CHECKS) - 1} of {len(CHECKS)} checks passed" in out
     _assert_cleaned_up(out, pid, tag)
 
 
