@@ -70,3 +70,27 @@ def test_athena_ddl_command(capsys) -> None:
     out = capsys.readouterr().out
     assert "LOCATION 's3://b/raw/x/channel=Q/'" in out and "polygon_quotes_raw" in out
     assert "polygon_trades_raw" not in out
+
+
+def _dockerfile_final_stage() -> dict[str, str]:
+    """The final stage's instructions (last one of each kind), continuation lines joined."""
+    text = (ROOT / "Dockerfile").read_text().replace("\\\n", " ")
+    stage = re.split(r"^FROM .*$", text, flags=re.M)[-1]
+    lines = [ln.strip() for ln in stage.splitlines() if ln.strip() and not ln.startswith("#")]
+    return {ln.split()[0]: ln.split(None, 1)[1] for ln in lines}
+
+
+def test_dockerfile_and_task_definition_agree() -> None:
+    final = _dockerfile_final_stage()
+    (container,) = json.loads((ROOT / "ecs/task-def.json").read_text())["containerDefinitions"]
+    env = {e["name"]: e["value"] for e in container["environment"]}
+    image_env = dict(re.findall(r"(\w+)=(\S+)", final["ENV"]))
+    port = int(final["EXPOSE"])
+    assert image_env["HEALTH_PORT"] == env["HEALTH_PORT"] == str(port)
+    assert [m["containerPort"] for m in container["portMappings"]] == [port]
+    assert f"127.0.0.1:{port}/healthz" in " ".join(container["healthCheck"]["command"])
+    assert json.loads(final["CMD"]) == container["command"] == ["run"]
+    assert json.loads(final["ENTRYPOINT"]) == ["polygon-sink"]
+    assert "user" not in container  # the image's non-root USER applies
+    assert final["USER"].split(":")[0] not in ("root", "0")
+    assert container["image"].rsplit(":", 1)[0].endswith(".amazonaws.com/polygon-sink")
