@@ -112,6 +112,7 @@ def _feed(
         batch_size=settings.subscribe_batch,
         keep_raw=settings.s3_enabled,
         max_frame_bytes=settings.ws_max_frame_bytes,
+        idle_timeout_s=settings.ws_idle_timeout_s,
         debug=settings.ws_debug,
     )
 
