@@ -20,6 +20,14 @@ summary when it has stopped. Budget 512 MiB vs. steady state: 4 channels x part 
 (16 MiB) being filled + ``upload_concurrency`` x 16 MiB in flight = 128 MiB; the rest is
 outage headroom (about 40 s at 50,000 events/s, ~9 MB/s of NDJSON).
 
+Start-up: :meth:`run` first recovers what an earlier writer left open (see
+``s3_recovery``) in the background, retrying without end while lines buffer within the
+budget, so an unreachable S3 never holds the hot path up. Objects opened meanwhile are
+numbered (their ``seq``) and uploaded once recovery is done. An answer that says the
+configuration is wrong (no such bucket, access denied, bad credentials) ends :meth:`run`
+with ``ArchiveMisconfigured``. ``stats.recovering`` and ``stats.in_outage`` say the archive
+is degraded.
+
 Orderly stop (:meth:`aclose`): every open object is completed, the markers deleted, within
 ``close_timeout_s`` (default 90 s; see docs/athena.md for how this fits ECS's
 ``stopTimeout``). What is still open at the deadline is left for the next start's
@@ -41,7 +49,7 @@ from typing import Any
 
 from polygon_adapters.s3_markers import FolderMarkers
 from polygon_adapters.s3_objects import ArchiveObject, ObjectUploader
-from polygon_adapters.s3_recovery import RecoveryReport, recover_archive
+from polygon_adapters.s3_recovery import RecoveryReport, highest_seqs, recover_archive
 from polygon_adapters.s3_stats import AppendCounts, ArchiveStats, DropLog
 from polygon_adapters.s3_upload import S3Requests, S3RetryPolicy, open_s3_client
 from polygon_core.events import Channel
@@ -75,8 +83,9 @@ class _Lane(AppendCounts):
 
 
 class S3MultipartArchive:
-    """The S3 ``RawArchive``. Call :meth:`recover` once, then :meth:`start` (or run
-    :meth:`run` as a task), append, and :meth:`aclose` on the way out.
+    """The S3 ``RawArchive``. Run :meth:`run` as a task (or :meth:`start`), append, and
+    :meth:`aclose` on the way out; :meth:`recover` before :meth:`run` recovers in the
+    foreground instead (and raises when S3 cannot be reached).
 
     ``client`` is an aiobotocore S3 client (see :func:`~polygon_adapters.s3_upload.
     open_s3_client`); the caller owns it and closes it after :meth:`aclose`.
@@ -140,6 +149,8 @@ class S3MultipartArchive:
             detach=self._detach,
         )
         self._seq = SeqCounter()
+        self._recovered = False
+        self._recovery: asyncio.Task[None] | None = None
         self._last_window: dict[Channel, Window] = {}
         self._starting: list[ArchiveObject] = []
         self._tasks: set[asyncio.Task[None]] = set()
@@ -198,19 +209,23 @@ class S3MultipartArchive:
         last = self._last_window.get(channel)
         if last is not None and last.start_ms > window.start_ms:
             window = last  # windows never go back
-        seq = self._seq.next_seq(channel, window)
-        key = object_key(self._prefix, channel, window, self._hostname, seq)
         marker = marker_key(self._prefix, channel, window)
         clock = self._clock
-        new = ArchiveObject(channel, window, seq, key, marker, clock.time_ms(), clock.monotonic_s())
+        new = ArchiveObject(channel, window, 0, "", marker, clock.time_ms(), clock.monotonic_s())
+        if self._recovered:  # else numbered once recovery is done
+            self._name(new, self._seq.next_seq(channel, window))
         lane.obj = new
         self._last_window[channel] = window
         self._starting.append(new)
         self.stats.objects_opened += 1
         self.stats.open_uploads += 1
-        logger.info("S3 archive: opened %s", key)
         self._wake.set()
         return new
+
+    def _name(self, obj: ArchiveObject, seq: int) -> None:
+        obj.seq = seq
+        obj.key = object_key(self._prefix, obj.channel, obj.window, self._hostname, seq)
+        logger.info("S3 archive: opened %s", obj.key)
 
     def _open_objects(self) -> list[ArchiveObject]:
         return [lane.obj for lane in self._lanes.values() if lane.obj is not None]
@@ -240,9 +255,15 @@ class S3MultipartArchive:
         if self._running:
             raise RuntimeError("S3MultipartArchive.run() is already running")
         self._running = True
+        self._ensure_recovery()
         clock = self._clock
         while True:
-            self._spawn()
+            recovery = self._recovery
+            if recovery is not None and recovery.done() and not recovery.cancelled():
+                if (exc := recovery.exception()) is not None:
+                    raise exc  # ArchiveMisconfigured: stop the service
+            if self._recovered:
+                self._spawn()
             if self._closing:
                 return
             now_ms = clock.time_ms()
@@ -281,14 +302,40 @@ class S3MultipartArchive:
     # -- lifecycle ---------------------------------------------------------------------------
 
     async def recover(self) -> RecoveryReport:
-        """Finish uploads a crashed writer left open, remove stale markers, seed ``seq``.
+        """Finish uploads a crashed writer left open, remove stale markers, seed ``seq``,
+        in the foreground (:meth:`run` does it in the background otherwise).
 
         Call once before :meth:`start` and the first :meth:`append`. Raises
         ``ArchiveError`` when S3 cannot be reached after the retry policy's
-        ``recovery_attempts`` (e.g. a wrong bucket or endpoint).
+        ``recovery_attempts``, ``ArchiveMisconfigured`` at once on a wrong bucket or bad
+        credentials.
         """
         if self._running or self.stats.objects_opened:
             raise RuntimeError("recover() must run before start() and the first append()")
+        report = await self._recover(self._retry.recovery_attempts)
+        self._recovered = True
+        return report
+
+    async def _recover_in_background(self) -> None:
+        """Recover, then number the objects opened meanwhile after what their folders hold."""
+        report = await self._recover(None)
+        known = {(c, report.window): seq for c, seq in report.seeded.items() if report.window}
+        while wanted := {(o.channel, o.window) for o in self._starting} - known.keys():
+            found = await highest_seqs(
+                self._client, self._bucket, self._prefix, self._hostname, self._requests, wanted
+            )
+            known.update(found)
+        for obj in self._starting:  # in the order they were opened
+            known[obj.channel, obj.window] += 1
+            self._name(obj, known[obj.channel, obj.window])
+        for (channel, window), seq in sorted(known.items(), key=lambda kv: kv[0][1].start_ms):
+            if window.start_ms >= self._last_window.get(channel, window).start_ms:
+                self._seq.seed(channel, window, seq)
+        self._recovered = True
+        self.stats.recovering = False
+        self._wake.set()
+
+    async def _recover(self, attempts: int | None) -> RecoveryReport:
         report = await recover_archive(
             self._client,
             self._bucket,
@@ -298,11 +345,13 @@ class S3MultipartArchive:
             self._seq,
             self._requests,
             now_ms=self._clock.time_ms(),
-            attempts=self._retry.recovery_attempts,
+            attempts=attempts,
             lookback_hours=self._lookback_hours,
         )
         for channel, seq in report.seeded.items():
-            self._last_window[channel] = self._policy.window_for(self._clock.time_ms())
+            last = self._last_window.get(channel)
+            if report.window and (last is None or last.start_ms < report.window.start_ms):
+                self._last_window[channel] = report.window
             logger.debug("S3 archive: %s continues after seq %d", channel.value, seq)
         stats = self.stats
         stats.recovered_completed += len(report.completed)
@@ -330,11 +379,17 @@ class S3MultipartArchive:
         deadline = self._close_timeout_s if timeout_s is None else timeout_s
         for obj in self._open_objects():
             self._close(obj)
-        self._spawn()
+        started = asyncio.get_running_loop().time()
+        await self._finish_recovery(deadline)
+        if self._recovered:
+            self._spawn()
+        else:
+            self._abandon_unstarted()
         self._wake.set()
         tasks = set(self._tasks)
         if tasks:
-            _done, late = await asyncio.wait(tasks, timeout=deadline)
+            left_s = max(0.0, deadline - (asyncio.get_running_loop().time() - started))
+            _done, late = await asyncio.wait(tasks, timeout=left_s)
             for task in late:
                 task.cancel()
             if late:
@@ -359,3 +414,43 @@ class S3MultipartArchive:
             stats.bytes_uploaded,
             stats.dropped_lines_total,
         )
+
+    def _ensure_recovery(self) -> None:
+        if self._recovered or self._recovery is not None:
+            return
+        self.stats.recovering = True
+        self._recovery = asyncio.create_task(self._recover_in_background(), name="s3-recovery")
+        self._recovery.add_done_callback(lambda _task: self._wake.set())
+
+    async def _finish_recovery(self, timeout_s: float) -> None:
+        """At close: give a background recovery until the deadline (S3 may come back)."""
+        self._ensure_recovery()
+        recovery = self._recovery
+        if recovery is None:
+            return
+        if not recovery.done():
+            await asyncio.wait([recovery], timeout=timeout_s)
+        if not recovery.done():
+            recovery.cancel()
+            await asyncio.wait([recovery])
+        if not recovery.cancelled() and (exc := recovery.exception()) is not None:
+            logger.debug("S3 archive: recovery ended with %s", exc)
+
+    def _abandon_unstarted(self) -> None:
+        """Recovery never finished: objects opened meanwhile were never uploaded."""
+        if not self._starting:
+            return
+        stats = self.stats
+        lines = sum(obj.lines for obj in self._starting)
+        for obj in self._starting:
+            stats.objects_abandoned += 1
+            stats.open_uploads -= 1
+            stats.lost_lines += obj.lines
+            stats.lost_bytes += obj.size_bytes
+        logger.error(
+            "S3 archive: S3 was not usable before the shutdown deadline; %d objects "
+            "(%d lines) were never uploaded",
+            len(self._starting),
+            lines,
+        )
+        self._starting.clear()
