@@ -10,9 +10,9 @@ The reader loop only reads, decodes and calls the frame handler, which does no I
 slow Redis or S3 never leaves the socket unread. Frames are read as bytes (no str detour)
 up to ``max_frame_bytes``; permessage-deflate is off (it costs CPU per event and the feed is
 read in-region). Liveness (:mod:`polygon_adapters.ws_liveness`, ``WS_IDLE_TIMEOUT_SEC``):
-a connection on which nothing arrives is pinged after half the idle timeout and replaced
-after all of it; any frame counts as proof of life, so a busy feed with slow pongs is never
-cut (websockets' own keepalive, which would, is off).
+a connection on which nothing arrives is pinged after 40 % of the idle timeout, dropped
+after 80 % and so replaced within it; any frame counts as proof of life, so a busy feed
+with slow pongs is never cut (websockets' own keepalive, which would, is off).
 
 ``debug=True`` (``WS_DEBUG``) logs inbound frames (truncated) and outbound frames; the API
 key is redacted from both.

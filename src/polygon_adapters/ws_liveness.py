@@ -3,8 +3,8 @@
 It runs beside the socket reader for the connection's whole life. Every
 :attr:`~polygon_core.liveness.LivenessPolicy.tick_s` it samples the reader's frame counter
 (the reader does nothing extra per frame), sends a ping when the policy says the
-connection has been idle for half the timeout, and, when nothing at all (no frame, no pong)
-has arrived for the idle timeout, aborts the transport: a silently dropped flow gets no
+connection has been idle for 40 % of the timeout, and, when nothing at all (no frame, no
+pong) has arrived for 80 % of it, aborts the transport: a silently dropped flow gets no
 answer to a close frame, so waiting for the closing handshake would only add seconds. The
 reader then sees the connection closed and the feed reconnects.
 """

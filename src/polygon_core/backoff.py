@@ -8,7 +8,7 @@ never exceeds ``max`` and never goes below ``base * (1 - jitter)`` (``BACKOFF_IN
 :class:`ReconnectPolicy` picks the delay before the next connection from why the last one
 ended (``polygon-protocol.md`` §3, §4, §14 item 8):
 
-* ``idle_timeout`` (nothing, not even a pong, arrived for ``WS_IDLE_TIMEOUT_SEC``: a NAT
+* ``idle_timeout`` (nothing, not even a pong, arrived for most of ``WS_IDLE_TIMEOUT_SEC``: a NAT
   or load balancer dropped the flow without a FIN or RST) on a connection that had been
   healthy (no reconnects pending, :attr:`ReconnectPolicy.attempt` 0): no wait at all, so
   the silent connection is replaced as soon as it is found; a repeated one backs off like
@@ -71,7 +71,8 @@ class DisconnectReason(StrEnum):
     PROTOCOL_ERROR = "protocol_error"
     """The server broke the handshake rules (e.g. ``auth_required`` after auth)."""
     IDLE_TIMEOUT = "idle_timeout"
-    """Nothing (no frame, no pong) arrived for the idle timeout: a silently dropped flow."""
+    """Nothing (no frame, no pong) arrived for too long (``WS_IDLE_TIMEOUT_SEC``): a silently
+    dropped flow."""
     HANDSHAKE_TIMEOUT = "handshake_timeout"
     """The adapter gave up waiting for ``connected``/``auth_success``."""
     CLIENT_CLOSED = "client_closed"

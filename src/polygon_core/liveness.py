@@ -7,16 +7,22 @@ dead:
 
 * anything received (a data or status frame, or a pong) is proof of life, so a busy feed
   is never cut, however slow its pongs are;
-* once nothing has arrived for ``ping_after_s`` (half the idle timeout), one ping goes out
-  (a quiet market still answers pings);
-* once nothing has arrived for ``idle_timeout_s`` (``WS_IDLE_TIMEOUT_SEC``, default 10 s),
-  the connection is dead and is replaced.
+* once nothing has arrived for ``ping_after_s`` (40 % of the idle timeout), one ping goes
+  out (a quiet market still answers pings);
+* once nothing has arrived for ``dead_after_s`` (80 % of ``idle_timeout_s``,
+  ``WS_IDLE_TIMEOUT_SEC``, default 10 s), the connection is dead and is replaced. The
+  other 20 % are for the new connection's dial and handshake, so that a silent connection
+  is *replaced* within the idle timeout of the last thing it received.
 
 The reader does no extra per-frame work: it already counts frames, and the watchdog passes
 that counter to :meth:`~LivenessPolicy.poll`, which treats any change as activity. Since
 the watchdog only samples, "the last activity" is the previous sample at which the counter
 had not yet changed (the frame came after it), so a connection is called dead after at
-most ``idle_timeout_s`` of silence and at least ``idle_timeout_s - tick_s``.
+most ``dead_after_s`` of silence and at least ``dead_after_s - tick_s``.
+
+A stall of the watchdog itself (the event loop busy for longer than ``STALL_TICKS`` ticks,
+so that the reader could not read either) is not counted as silence: what the peer sent
+meanwhile may still be waiting to be read.
 
 Pure: time is passed in as monotonic seconds.
 """
@@ -29,6 +35,9 @@ from enum import Enum
 __all__ = ["DEFAULT_IDLE_TIMEOUT_S", "LivenessAction", "LivenessPolicy"]
 
 DEFAULT_IDLE_TIMEOUT_S = 10.0
+DEAD_FRACTION = 0.8
+PING_FRACTION = 0.4
+STALL_TICKS = 4
 _MAX_TICK_S = 0.25
 _MIN_TICK_S = 0.005
 
@@ -51,6 +60,7 @@ class LivenessPolicy:
 
     __slots__ = (
         "idle_timeout_s",
+        "dead_after_s",
         "ping_after_s",
         "tick_s",
         "_frames",
@@ -63,8 +73,11 @@ class LivenessPolicy:
         if not (math.isfinite(idle_timeout_s) and idle_timeout_s > 0):
             raise ValueError(f"idle timeout must be a positive number of s, got {idle_timeout_s}")
         self.idle_timeout_s = float(idle_timeout_s)
-        self.ping_after_s = self.idle_timeout_s / 2
-        """Silence after which one ping is sent (the pong then has the other half)."""
+        self.dead_after_s = self.idle_timeout_s * DEAD_FRACTION
+        """Silence after which the connection is dead (the rest of the timeout is for the
+        reconnect)."""
+        self.ping_after_s = self.idle_timeout_s * PING_FRACTION
+        """Silence after which one ping is sent (its pong then has as long again)."""
         self.tick_s = min(_MAX_TICK_S, max(_MIN_TICK_S, self.idle_timeout_s / 40))
         """How often the watchdog should poll."""
         self._frames = 0
@@ -88,9 +101,12 @@ class LivenessPolicy:
         if frames != self._frames:
             self._frames = frames
             self._alive_s = max(self._alive_s, self._sampled_s)
+        gap = now - self._sampled_s
+        if gap > STALL_TICKS * self.tick_s:  # we were not running: that span tells nothing
+            self._alive_s += gap - self.tick_s
         self._sampled_s = now
         silent = now - self._alive_s
-        if silent >= self.idle_timeout_s:
+        if silent >= self.dead_after_s:
             return LivenessAction.DEAD
         if silent >= self.ping_after_s and (
             self._pinged_s is None or self._pinged_s <= self._alive_s
