@@ -408,11 +408,12 @@ class S3MultipartArchive:
         stats.in_outage = self._requests.in_outage
         logger.info(
             "S3 archive closed: %d objects completed, %d parts, %d bytes uploaded, "
-            "%d lines dropped",
+            "%d lines dropped, %d lines lost",
             stats.objects_completed,
             stats.parts_uploaded,
             stats.bytes_uploaded,
             stats.dropped_lines_total,
+            stats.lost_lines,
         )
 
     def _ensure_recovery(self) -> None:
