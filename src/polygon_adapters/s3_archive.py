@@ -20,8 +20,8 @@ summary when it has stopped. Budget 512 MiB vs. steady state: 4 channels x part 
 (16 MiB) being filled + ``upload_concurrency`` x 16 MiB in flight = 128 MiB; the rest is
 outage headroom (about 40 s at 50,000 events/s, ~9 MB/s of NDJSON).
 
-Start-up: :meth:`run` first recovers what an earlier writer left open (see
-``s3_recovery``) in the background, retrying without end while lines buffer within the
+Start-up: :meth:`run` first recovers what an earlier writer left open (``s3_recovery``,
+``s3_startup``) in the background, retrying without end while lines buffer within the
 budget, so an unreachable S3 never holds the hot path up. Objects opened meanwhile are
 numbered (their ``seq``) and uploaded once recovery is done. An answer that says the
 configuration is wrong (no such bucket, access denied, bad credentials) ends :meth:`run`
@@ -49,7 +49,8 @@ from typing import Any
 
 from polygon_adapters.s3_markers import FolderMarkers
 from polygon_adapters.s3_objects import ArchiveObject, ObjectUploader
-from polygon_adapters.s3_recovery import RecoveryReport, highest_seqs, recover_archive
+from polygon_adapters.s3_recovery import RecoveryReport
+from polygon_adapters.s3_startup import StartupRecovery
 from polygon_adapters.s3_stats import AppendCounts, ArchiveStats, DropLog
 from polygon_adapters.s3_upload import S3Requests, S3RetryPolicy, open_s3_client
 from polygon_core.events import Channel
@@ -132,7 +133,6 @@ class S3MultipartArchive:
         self._retry = retry or S3RetryPolicy()
         self._close_timeout_s = close_timeout_s
         self._tick_s = tick_s
-        self._lookback_hours = recovery_lookback_hours
         self._lanes = {c: _Lane() for c in Channel}
         self.stats = ArchiveStats(appended=self._lanes)
         self._drops = DropLog(self.stats, max_buffer_bytes, drop_quiet_s)
@@ -149,13 +149,27 @@ class S3MultipartArchive:
             detach=self._detach,
         )
         self._seq = SeqCounter()
-        self._recovered = False
-        self._recovery: asyncio.Task[None] | None = None
         self._last_window: dict[Channel, Window] = {}
         self._starting: list[ArchiveObject] = []
         self._tasks: set[asyncio.Task[None]] = set()
         self._wake = asyncio.Event()
         self._runner: asyncio.Task[None] | None = None
+        self._startup = StartupRecovery(
+            client,
+            bucket,
+            self._prefix,
+            hostname,
+            policy,
+            clock,
+            self._requests,
+            self.stats,
+            seq=self._seq,
+            last_window=self._last_window,
+            pending=self._starting,
+            name=self._name,
+            wake=self._wake,
+            lookback_hours=recovery_lookback_hours,
+        )
         self._running = False
         self._closing = False
         self._closed = False
@@ -212,7 +226,7 @@ class S3MultipartArchive:
         marker = marker_key(self._prefix, channel, window)
         clock = self._clock
         new = ArchiveObject(channel, window, 0, "", marker, clock.time_ms(), clock.monotonic_s())
-        if self._recovered:  # else numbered once recovery is done
+        if self._startup.done:  # else numbered once recovery is done
             self._name(new, self._seq.next_seq(channel, window))
         lane.obj = new
         self._last_window[channel] = window
@@ -255,14 +269,12 @@ class S3MultipartArchive:
         if self._running:
             raise RuntimeError("S3MultipartArchive.run() is already running")
         self._running = True
-        self._ensure_recovery()
+        self._startup.start()
         clock = self._clock
         while True:
-            recovery = self._recovery
-            if recovery is not None and recovery.done() and not recovery.cancelled():
-                if (exc := recovery.exception()) is not None:
-                    raise exc  # ArchiveMisconfigured: stop the service
-            if self._recovered:
+            if (exc := self._startup.failure()) is not None:
+                raise exc  # ArchiveMisconfigured: stop the service
+            if self._startup.done:
                 self._spawn()
             if self._closing:
                 return
@@ -312,58 +324,7 @@ class S3MultipartArchive:
         """
         if self._running or self.stats.objects_opened:
             raise RuntimeError("recover() must run before start() and the first append()")
-        report = await self._recover(self._retry.recovery_attempts)
-        self._recovered = True
-        return report
-
-    async def _recover_in_background(self) -> None:
-        """Recover, then number the objects opened meanwhile after what their folders hold."""
-        report = await self._recover(None)
-        known = {(c, report.window): seq for c, seq in report.seeded.items() if report.window}
-        while wanted := {(o.channel, o.window) for o in self._starting} - known.keys():
-            found = await highest_seqs(
-                self._client, self._bucket, self._prefix, self._hostname, self._requests, wanted
-            )
-            known.update(found)
-        for obj in self._starting:  # in the order they were opened
-            known[obj.channel, obj.window] += 1
-            self._name(obj, known[obj.channel, obj.window])
-        for (channel, window), seq in sorted(known.items(), key=lambda kv: kv[0][1].start_ms):
-            if window.start_ms >= self._last_window.get(channel, window).start_ms:
-                self._seq.seed(channel, window, seq)
-        self._recovered = True
-        self.stats.recovering = False
-        self._wake.set()
-
-    async def _recover(self, attempts: int | None) -> RecoveryReport:
-        report = await recover_archive(
-            self._client,
-            self._bucket,
-            self._prefix,
-            self._hostname,
-            self._policy,
-            self._seq,
-            self._requests,
-            now_ms=self._clock.time_ms(),
-            attempts=attempts,
-            lookback_hours=self._lookback_hours,
-        )
-        for channel, seq in report.seeded.items():
-            last = self._last_window.get(channel)
-            if report.window and (last is None or last.start_ms < report.window.start_ms):
-                self._last_window[channel] = report.window
-            logger.debug("S3 archive: %s continues after seq %d", channel.value, seq)
-        stats = self.stats
-        stats.recovered_completed += len(report.completed)
-        stats.recovered_aborted += len(report.aborted)
-        stats.markers_removed += len(report.markers_removed)
-        logger.info(
-            "S3 archive recovery: %d uploads completed, %d aborted, %d stale markers removed",
-            len(report.completed),
-            len(report.aborted),
-            len(report.markers_removed),
-        )
-        return report
+        return await self._startup.run(self._retry.recovery_attempts)
 
     async def aclose(self, timeout_s: float | None = None) -> None:
         """Complete every open object within ``timeout_s`` (default ``close_timeout_s``).
@@ -380,11 +341,11 @@ class S3MultipartArchive:
         for obj in self._open_objects():
             self._close(obj)
         started = asyncio.get_running_loop().time()
-        await self._finish_recovery(deadline)
-        if self._recovered:
+        await self._startup.finish(deadline)
+        if self._startup.done:
             self._spawn()
         else:
-            self._abandon_unstarted()
+            self._startup.abandon()
         self._wake.set()
         tasks = set(self._tasks)
         if tasks:
@@ -415,43 +376,3 @@ class S3MultipartArchive:
             stats.dropped_lines_total,
             stats.lost_lines,
         )
-
-    def _ensure_recovery(self) -> None:
-        if self._recovered or self._recovery is not None:
-            return
-        self.stats.recovering = True
-        self._recovery = asyncio.create_task(self._recover_in_background(), name="s3-recovery")
-        self._recovery.add_done_callback(lambda _task: self._wake.set())
-
-    async def _finish_recovery(self, timeout_s: float) -> None:
-        """At close: give a background recovery until the deadline (S3 may come back)."""
-        self._ensure_recovery()
-        recovery = self._recovery
-        if recovery is None:
-            return
-        if not recovery.done():
-            await asyncio.wait([recovery], timeout=timeout_s)
-        if not recovery.done():
-            recovery.cancel()
-            await asyncio.wait([recovery])
-        if not recovery.cancelled() and (exc := recovery.exception()) is not None:
-            logger.debug("S3 archive: recovery ended with %s", exc)
-
-    def _abandon_unstarted(self) -> None:
-        """Recovery never finished: objects opened meanwhile were never uploaded."""
-        if not self._starting:
-            return
-        stats = self.stats
-        lines = sum(obj.lines for obj in self._starting)
-        for obj in self._starting:
-            stats.objects_abandoned += 1
-            stats.open_uploads -= 1
-            stats.lost_lines += obj.lines
-            stats.lost_bytes += obj.size_bytes
-        logger.error(
-            "S3 archive: S3 was not usable before the shutdown deadline; %d objects "
-            "(%d lines) were never uploaded",
-            len(self._starting),
-            lines,
-        )
-        self._starting.clear()
