@@ -21,13 +21,16 @@ bucket per test. moto enforces S3's 5 MiB minimum for every part but the last
 from __future__ import annotations
 
 import importlib.util
+import os
 import socket
+import subprocess
+import sys
 import time
 import uuid
 from types import TracebackType
 from typing import Any
 
-__all__ = ["MotoS3Server", "moto_available", "unique_bucket"]
+__all__ = ["MotoAuthServer", "MotoS3Server", "moto_available", "unique_bucket"]
 
 ACCESS_KEY_ID = "testing"
 SECRET_ACCESS_KEY = "testing"
@@ -124,3 +127,80 @@ class MotoS3Server:
         tb: TracebackType | None,
     ) -> None:
         self.stop()
+
+
+class MotoAuthServer:
+    """moto's server as a process of its own that checks credentials, as S3 does.
+
+    moto checks access keys and signatures against its own IAM once
+    ``INITIAL_NO_AUTH_ACTION_COUNT`` actions have passed (read when moto is imported, hence
+    a process of its own). :meth:`start` uses the free actions to make an IAM user with an
+    access key and no policy, and a bucket; then the dummy keys get ``InvalidAccessKeyId``,
+    the user's key with a wrong secret ``SignatureDoesNotMatch``, and the user's own key
+    ``AccessDenied``.
+    """
+
+    FREE_ACTIONS = 3  # CreateUser, CreateAccessKey, CreateBucket
+
+    def __init__(self, bucket: str, *, region: str = "us-east-1") -> None:
+        self.bucket = bucket
+        self.region = region
+        self.port = 0
+        self.key_id = ""
+        self.secret = ""
+        self._proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def endpoint_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self, timeout_s: float = 20.0) -> None:
+        import boto3
+
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            self.port = sock.getsockname()[1]
+        env = {**os.environ, "INITIAL_NO_AUTH_ACTION_COUNT": str(self.FREE_ACTIONS)}
+        self._proc = subprocess.Popen(
+            [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(self.port)],
+            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        deadline = time.monotonic() + timeout_s
+        while True:
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.5):
+                    break
+            except OSError:
+                if time.monotonic() > deadline or self._proc.poll() is not None:
+                    self.stop()
+                    raise RuntimeError("moto's server did not start") from None
+                time.sleep(0.05)
+        options: dict[str, Any] = {
+            "region_name": self.region,
+            "endpoint_url": self.endpoint_url,
+            "aws_access_key_id": ACCESS_KEY_ID,
+            "aws_secret_access_key": SECRET_ACCESS_KEY,
+        }
+        iam = boto3.client("iam", **options)
+        iam.create_user(UserName="no-policy")
+        key = iam.create_access_key(UserName="no-policy")["AccessKey"]
+        self.key_id, self.secret = key["AccessKeyId"], key["SecretAccessKey"]
+        boto3.client("s3", **options).create_bucket(Bucket=self.bucket)
+
+    def env(self, key_id: str, secret: str) -> dict[str, str]:
+        return {
+            "AWS_ACCESS_KEY_ID": key_id,
+            "AWS_SECRET_ACCESS_KEY": secret,
+            "AWS_REGION": self.region,
+            "S3_ENDPOINT_URL": self.endpoint_url,
+        }
+
+    def stop(self) -> None:
+        proc, self._proc = self._proc, None
+        if proc is not None and proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()

@@ -35,6 +35,10 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--part-size", type=int, default=None, help="S3_PART_SIZE_BYTES (default 16 MiB)"
     )
+    p.add_argument(
+        "--s3-down-at-start", type=float, default=d.s3_down_at_start_s,
+        help="S3 unreachable for the service's first seconds (5; 0: off)",
+    )  # fmt: skip
     p.add_argument("--workdir", type=Path, default=None, help="keep the logs here")
     p.add_argument("--json", type=Path, default=None, help="also write the results here")
     p.add_argument("--plan", action="store_true", help="print the schedule and exit")
@@ -46,7 +50,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     cfg = SoakConfig(
         duration_s=a.duration, rate=a.rate, symbols=a.symbols, seed=a.seed,
         outage_s=a.outage, warmup_s=a.warmup, settle_s=a.settle, drops=a.drops,
-        part_size_bytes=a.part_size,
+        part_size_bytes=a.part_size, s3_down_at_start_s=a.s3_down_at_start,
         workdir=str(a.workdir) if a.workdir else None,
     )  # fmt: skip
     try:

@@ -14,7 +14,7 @@ from polygon_runner.sim_truth import ConnectionEventKind
 
 __all__ = ["Chaos", "Outage"]
 
-FEED_KINDS = ("drop", "drop_abrupt", "evict", "auth_burst")
+FEED_KINDS = ("drop", "drop_abrupt", "evict", "auth_burst", "feed_silent")
 
 
 @dataclass
@@ -93,7 +93,10 @@ class Chaos:
             return
         assert fault.host is not None and fault.kind in FEED_KINDS
         faults = world.sim.faults
-        if fault.kind == "drop":
+        if fault.kind == "feed_silent":  # the proxy stops forwarding; the sockets stay open
+            assert fault.host == "delayed" and world.feed_proxy is not None
+            outage.hits = await world.feed_proxy.silence()
+        elif fault.kind == "drop":
             outage.hits = faults.drop(fault.host, code=1000)
         elif fault.kind == "drop_abrupt":
             outage.hits = faults.drop_abruptly(fault.host)

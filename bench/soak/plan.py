@@ -22,6 +22,9 @@ __all__ = ["COOLDOWN_S", "Fault", "SoakConfig", "schedule"]
 COOLDOWN_S = 60.0
 """The service's cooldown after ``max_connections`` and ``auth_failed`` (SPEC §4)."""
 RECONNECT_RESERVE_S = 6.0
+SILENT_RESERVE_S = 10.0 + RECONNECT_RESERVE_S
+"""A silent connection: found within the service's ``WS_IDLE_TIMEOUT_SEC`` (10 s), then the
+reconnect and the recovery check."""
 """Time kept free after a drop: the reconnect backoff (≤ 1 s) and the 2 s recovery check."""
 LONG_FAULTS_MIN_S = 300.0
 HOSTS = ("realtime", "delayed")
@@ -50,6 +53,10 @@ class SoakConfig:
     """``S3_PART_SIZE_BYTES`` for the service (``None``: its default, 16 MiB). The CI run
     uses 5 MiB: the part buffers' fill-and-upload cycle is most of the RSS noise, and
     smaller parts keep a short run's RSS comparison steady."""
+    s3_down_at_start_s: float = 5.0
+    """S3 (the proxy) is down when the service starts and comes back this long after it was
+    spawned (0: up from the start). Redis must be written meanwhile, and the archive must
+    catch up; it ends before the warm-up's RSS baseline window."""
     drops: int = 0
     """WebSocket drops (half clean, half abrupt); 0: one per 75 s of window, at least 2."""
     workdir: str | None = None
@@ -64,8 +71,9 @@ class Fault:
     at_s: float
     """Offset from the start of the chaos window."""
     kind: str
-    """``redis_down``, ``s3_down``, ``drop``, ``drop_abrupt``, ``evict``, ``auth_burst``,
-    ``garbage``, ``oversize`` or ``out_of_order``."""
+    """``redis_down``, ``s3_down``, ``drop``, ``drop_abrupt``, ``feed_silent``, ``evict``,
+    ``auth_burst``, ``garbage``, ``oversize`` or ``out_of_order`` (and ``s3_down_at_start``,
+    not scheduled: see ``SoakConfig.s3_down_at_start_s``)."""
     host: str | None = None
     params: dict[str, object] = field(default_factory=dict)
     reserve_s: float = 0.0
@@ -82,6 +90,7 @@ def _outages(cfg: SoakConfig, rng: random.Random) -> tuple[list[Fault], list[Fau
     faults = [
         Fault(0, "redis_down", reserve_s=outage, params={"down_s": cfg.outage_s}),
         Fault(0, "s3_down", reserve_s=outage, params={"down_s": cfg.outage_s}),
+        Fault(0, "feed_silent", "delayed", reserve_s=SILENT_RESERVE_S),
     ]
     for i in range(cfg.drop_count()):
         kind = "drop" if i % 2 == 0 else "drop_abrupt"

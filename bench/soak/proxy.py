@@ -5,10 +5,15 @@ this proxy between the service and moto and takes *the proxy* down: the listenin
 closes (new connections are refused) and every open connection is reset, which is what a
 client sees when S3 becomes unreachable. :meth:`up` listens again on the same port.
 
+:meth:`TcpProxy.silence` is the other fault, a NAT or load balancer dropping a flow: the
+open connections stop forwarding (what arrives is read and thrown away, in both directions
+or only client to server) but stay open, with no FIN and no RST; new connections are
+forwarded as before. Tests use it in-process between a feed and the simulator.
+
 The soak runs it as a process of its own (``python -m bench.soak.proxy --upstream PORT``:
-SIGUSR1 takes it down, SIGUSR2 brings it back, and it prints ``listening PORT``, ``down``
-and ``up``), so that copying S3 traffic never slows the simulator that feeds the service;
-:class:`ProxyProcess` drives it.
+SIGUSR1 takes it down, SIGUSR2 brings it back, SIGHUP silences the open connections, and it
+prints ``listening PORT``, ``down``, ``up`` and ``silenced N``), so that copying S3 traffic
+never slows the simulator that feeds the service; :class:`ProxyProcess` drives it.
 """
 
 from __future__ import annotations
@@ -21,8 +26,13 @@ import socket
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Literal
 
-__all__ = ["ProxyProcess", "TcpProxy", "main"]
+__all__ = ["Direction", "ProxyProcess", "TcpProxy", "main"]
+
+Direction = Literal["both", "upstream"]
+"""What :meth:`TcpProxy.silence` stops: both directions, or only client to server (the
+server's data still arrives, but nothing the client sends, pings included, gets through)."""
 
 _ROOT = str(Path(__file__).resolve().parents[2])
 
@@ -34,6 +44,7 @@ class TcpProxy:
         self.port = 0
         self._server: asyncio.Server | None = None
         self._writers: set[asyncio.StreamWriter] = set()
+        self._links: set[_Link] = set()
         self.connections = 0
 
     @property
@@ -60,6 +71,14 @@ class TcpProxy:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(server.wait_closed(), 1.0)
 
+    def silence(self, direction: Direction = "both") -> int:
+        """Stop forwarding on the open connections (``direction``) without closing them;
+        returns how many were silenced. New connections are not affected."""
+        for link in self._links:
+            link.upstream_silent = True
+            link.downstream_silent = link.downstream_silent or direction == "both"
+        return len(self._links)
+
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.connections += 1
         try:
@@ -67,24 +86,62 @@ class TcpProxy:
         except OSError:
             _reset(writer)
             return
+        link = _Link(writer, up_writer)
         self._writers |= {writer, up_writer}
+        self._links.add(link)
         try:
-            await asyncio.gather(_pipe(reader, up_writer), _pipe(up_reader, writer))
+            await asyncio.gather(
+                _pipe(reader, up_writer, link, upstream=True),
+                _pipe(up_reader, writer, link, upstream=False),
+            )
         finally:
+            self._links.discard(link)
             self._writers -= {writer, up_writer}
             for w in (writer, up_writer):
                 w.close()
 
 
-async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+class _Link:
+    """One proxied connection: its two writers and what is silenced."""
+
+    __slots__ = ("client", "server", "upstream_silent", "downstream_silent")
+
+    def __init__(self, client: asyncio.StreamWriter, server: asyncio.StreamWriter) -> None:
+        self.client = client
+        self.server = server
+        self.upstream_silent = False
+        self.downstream_silent = False
+
+    def silent(self, upstream: bool) -> bool:
+        return self.upstream_silent if upstream else self.downstream_silent
+
+    def ended(self, upstream: bool) -> None:
+        """One end of a silenced connection went away. The client never learns it from
+        us: when the server's end goes, only that side is dropped (the client must find out
+        by itself, as behind a NAT that forgot the flow); when the client's end goes, both."""
+        self.server.transport.abort()
+        if upstream:
+            self.client.transport.abort()
+
+
+async def _pipe(
+    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, link: _Link, *, upstream: bool
+) -> None:
     try:
         while data := await reader.read(256 * 1024):
+            if link.silent(upstream):
+                continue  # a dropped flow: the bytes vanish
             writer.write(data)
             await writer.drain()
-        if writer.can_write_eof():
+        if link.silent(upstream):
+            link.ended(upstream)
+        elif writer.can_write_eof():
             writer.write_eof()
     except (OSError, asyncio.IncompleteReadError):
-        _reset(writer)
+        if link.silent(upstream):
+            link.ended(upstream)
+        else:
+            _reset(writer)
 
 
 def _reset(writer: asyncio.StreamWriter) -> None:
@@ -124,6 +181,15 @@ class ProxyProcess:
         await self._signal(signal.SIGUSR2, "up")
         self.is_up = True
 
+    async def silence(self) -> int:
+        """Silence the open connections (both directions); returns how many."""
+        assert self._proc is not None
+        self._proc.send_signal(signal.SIGHUP)
+        line = await self._line()
+        if not line.startswith("silenced "):
+            raise RuntimeError(f"proxy answered {line!r}, expected 'silenced N'")
+        return int(line.split()[1])
+
     async def stop(self) -> None:
         proc, self._proc = self._proc, None
         if proc is not None and proc.returncode is None:
@@ -153,6 +219,7 @@ async def _serve(upstream: int) -> None:
     wanted: asyncio.Queue[bool] = asyncio.Queue()
     loop.add_signal_handler(signal.SIGUSR1, wanted.put_nowait, False)
     loop.add_signal_handler(signal.SIGUSR2, wanted.put_nowait, True)
+    loop.add_signal_handler(signal.SIGHUP, lambda: print(f"silenced {proxy.silence()}", flush=True))
     stop = asyncio.Event()
     loop.add_signal_handler(signal.SIGTERM, stop.set)
     getter = asyncio.ensure_future(wanted.get())

@@ -19,7 +19,7 @@ from typing import Any
 import redis.asyncio as aioredis
 
 from bench.expected import KEY_PREFIX, wire_record_values
-from bench.soak.chaos import Chaos
+from bench.soak.chaos import Chaos, Outage
 from bench.soak.observe import MetricsPoller, RollbackWatcher, RssSampler, Sample
 from bench.soak.plan import COOLDOWN_S, Fault, SoakConfig, schedule
 from bench.soak.world import BUCKET, PREFIX, SHUTDOWN_TIMEOUT_S, TTL_S, World
@@ -49,6 +49,10 @@ class Collected:
     rss_start: int = 0
     rss_end: int = 0
     final: Sample | None = None
+    start_outage: Outage | None = None
+    """S3 down at start (``SoakConfig.s3_down_at_start_s``): the spawn to the proxy back."""
+    first_write_s: float | None = None
+    """Seconds from spawning the service to the first key in Redis."""
     delivered: dict[str, int] = field(default_factory=dict)
     connections: dict[str, dict[str, Any]] = field(default_factory=dict)
     redis_mismatches: list[str] = field(default_factory=list)
@@ -73,6 +77,7 @@ async def run_soak(cfg: SoakConfig, progress: Any = print) -> Collected:
     try:
         progress(f"soak: starting (logs in {workdir})")
         await world.start()
+        starting = asyncio.create_task(_s3_down_at_start(world, out))
         await world.wait_healthy(60.0)
         assert world.service is not None
         out.poller = MetricsPoller(world)
@@ -81,11 +86,14 @@ async def run_soak(cfg: SoakConfig, progress: Any = print) -> Collected:
         tasks = [asyncio.create_task(o.run()) for o in (out.poller, out.watcher, out.rss)]
         progress(f"soak: warming up {cfg.warmup_s:.0f} s")
         await asyncio.sleep(cfg.warmup_s)
+        await _while_alive(world, starting)
         # The baseline: the peak over the warm-up's last RSS_WINDOW_S (the archive's part
         # buffers fill and empty every few seconds, so one sample is not a baseline); the
         # end figure is the peak over a window as long at the end of the settle phase.
         out.rss_start = out.rss.peak_between(time.time() - RSS_WINDOW_S, time.time())
         out.chaos = Chaos(world)
+        if out.start_outage is not None:
+            out.chaos.outages.append(out.start_outage)
         started = time.monotonic()
         out.window = (time.time(), 0.0)
         outages = sum(f.outage for f in plan)
@@ -116,6 +124,26 @@ async def run_soak(cfg: SoakConfig, progress: Any = print) -> Collected:
         _scan_logs(world, out)
         await world.close()
     return out
+
+
+async def _s3_down_at_start(world: World, out: Collected) -> None:
+    """Time the first Redis write while S3 is down, then bring S3 back."""
+    began = world.service_started
+    client = aioredis.Redis.from_url(world.redis_url)
+    try:
+        while not await client.dbsize():
+            if time.time() - began > 60:
+                raise TimeoutError("no Redis write within 60 s of the start")
+            await asyncio.sleep(0.005)
+        out.first_write_s = round(time.time() - began, 2)
+    finally:
+        await client.aclose()
+    down_s = world.cfg.s3_down_at_start_s
+    if down_s <= 0 or world.proxy is None:
+        return
+    await asyncio.sleep(max(0.0, began + down_s - time.time()))
+    await world.proxy.up()
+    out.start_outage = Outage("s3_down_at_start", None, began, time.time())
 
 
 def _workdir(cfg: SoakConfig) -> Path:

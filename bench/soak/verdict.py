@@ -76,7 +76,7 @@ def recovery(o: Outage, poller: MetricsPoller, lag_ok_s: float) -> Recovery:
     if o.kind == "redis_down":
         writes = before.get("polygon_redis_writes_total")
         resumed = _first(samples, o.ended, lambda s: s.get("polygon_redis_writes_total") > writes)
-    elif o.kind == "s3_down":
+    elif o.kind in ("s3_down", "s3_down_at_start"):
         # Redis must not suffer while the archive uploads its backlog.
         parts = before.get("polygon_archive_parts_uploaded")
         resumed = _first(
@@ -195,7 +195,11 @@ def judge(c: Collected) -> tuple[list[Check], list[Recovery], dict[str, Any]]:
             + (f"; (in S3, accepted) differ: {wrong}" if wrong else ""),
         )
     )
-    abrupt_hosts = {o.host for o in (c.chaos.outages if c.chaos else []) if o.kind == "drop_abrupt"}
+    abrupt_hosts = {
+        o.host
+        for o in (c.chaos.outages if c.chaos else [])
+        if o.kind in ("drop_abrupt", "feed_silent")  # what was sent into the silence is lost
+    }
     wire_loss = {ch: c.delivered.get(ch, 0) - events[ch] for ch in events}
     bad_wire = {
         ch: n
@@ -204,7 +208,7 @@ def judge(c: Collected) -> tuple[list[Check], list[Recovery], dict[str, Any]]:
     }
     checks.append(
         Check(
-            "4 events received = delivered (except in flight at an abrupt drop)",
+            "4 events received = delivered (except in flight at an abrupt drop or silence)",
             not bad_wire,
             f"in flight at abrupt drops: {sum(wire_loss.values())} events"
             + (f"; unexplained: {bad_wire}" if bad_wire else ""),
@@ -263,6 +267,7 @@ def judge(c: Collected) -> tuple[list[Check], list[Recovery], dict[str, Any]]:
         "events_delivered": sum(c.delivered.values()),
         "events_received": sum(events.values()),
         "outages": len(recoveries),
+        "first_redis_write_s": c.first_write_s,
         "reconnects": {h: i["authenticated"] - 1 for h, i in c.connections.items()},
         "max_lag_calm_s": round(_max_calm_lag(c, cfg.recovery_limit_s), 3)
         if c.poller and c.chaos
@@ -284,15 +289,15 @@ def render(checks: list[Check], recoveries: list[Recovery], figures: dict[str, A
     rows += [f"{ch.name:<66} {'✓' if ch.ok else '✗':2} {ch.figure}" for ch in checks]
     rows += [
         "",
-        f"{'outage':<12} {'host':<9} {'began':>8} {'lasted s':>9} {'resumed s':>10} "
+        f"{'outage':<16} {'host':<9} {'began':>8} {'lasted s':>9} {'resumed s':>10} "
         f"{'lag ok s':>9} {'drained s':>10}",
-        "-" * 73,
+        "-" * 77,
     ]
     t0 = min((r.outage.began for r in recoveries), default=0.0)
     for r in recoveries:
         o = r.outage
         rows.append(
-            f"{o.kind:<12} {o.host or '-':<9} {o.began - t0:8.1f} {_f(o.seconds):>9} "
+            f"{o.kind:<16} {o.host or '-':<9} {o.began - t0:8.1f} {_f(o.seconds):>9} "
             f"{_f(r.resumed_s):>10} {_f(r.lag_ok_s):>9} {_f(r.drained_s):>10}"
         )
     rows += ["", "figures: " + ", ".join(f"{k} {v}" for k, v in figures.items())]

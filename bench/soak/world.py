@@ -1,7 +1,8 @@
 """Everything the soak runs: a private ``redis-server`` (with a password), moto's S3 server
 behind a proxy process (:class:`ProxyProcess`), the simulator (in this process, so its
-fault switches and its ground truth are at hand) and the service (``python -m
-polygon_runner run``, a child)."""
+fault switches and its ground truth are at hand) with a second proxy process in front of
+its delayed host (which can go silent), and the service (``python -m polygon_runner run``,
+a child)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import contextlib
 import os
 import secrets
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +47,8 @@ class World:
         self.redis = RedisServerProcess(extra_args=("--requirepass", self.redis_password))
         self.moto: Child | None = None
         self.proxy: ProxyProcess | None = None
+        self.feed_proxy: ProxyProcess | None = None
+        """Between the service and the simulator's delayed host: it can go silent."""
         self.sim = PolygonSimulator(
             SimulatorConfig(
                 api_key=self.api_key,
@@ -56,6 +60,8 @@ class World:
             )
         )
         self.service: asyncio.subprocess.Process | None = None
+        self.service_started = 0.0
+        """``time.time()`` when the service was first spawned."""
         self.health_port = free_port()
         self.service_log = workdir / "service.log"
 
@@ -69,16 +75,18 @@ class World:
             "POLYGON_API_KEY": self.api_key,
             "Redis password": self.redis_password,
             "AWS_SECRET_ACCESS_KEY": self.aws_secret,
-        } | (
-            {"S3_PART_SIZE_BYTES": str(self.cfg.part_size_bytes)}
-            if self.cfg.part_size_bytes
-            else {}
-        )
+        }
 
     async def start(self) -> None:
         await asyncio.to_thread(self.redis.start)
         await self._start_s3()
         await self.sim.start()
+        self.feed_proxy = ProxyProcess(int(self.sim.delayed_url.rsplit(":", 1)[1]))
+        await self.feed_proxy.start()
+        if self.cfg.s3_down_at_start_s > 0:
+            assert self.proxy is not None
+            await self.proxy.down()  # S3 unreachable at start; run.py brings it back
+        self.service_started = time.time()
         await self.start_service()
 
     async def _start_s3(self) -> None:
@@ -102,13 +110,13 @@ class World:
         )
 
     def service_env(self) -> dict[str, str]:
-        assert self.proxy is not None
+        assert self.proxy is not None and self.feed_proxy is not None
         return {
             "POLYGON_API_KEY": self.api_key,
             "POLYGON_WS_SYMBOLS": ",".join(self.symbols),
             "POLYGON_DISCOVER_TICKERS": "false",
             "POLYGON_WS_HOST_REALTIME": self.sim.realtime_url,
-            "POLYGON_WS_HOST_DELAYED": self.sim.delayed_url,
+            "POLYGON_WS_HOST_DELAYED": f"ws://127.0.0.1:{self.feed_proxy.port}",
             "REDIS_URL": self.redis_url,
             "HEALTH_PORT": str(self.health_port),
             "LOG_FORMAT": "json",
@@ -123,11 +131,7 @@ class World:
             "AWS_REGION": REGION,
             "AWS_ACCESS_KEY_ID": "soak",
             "AWS_SECRET_ACCESS_KEY": self.aws_secret,
-        } | (
-            {"S3_PART_SIZE_BYTES": str(self.cfg.part_size_bytes)}
-            if self.cfg.part_size_bytes
-            else {}
-        )
+        }
 
     async def start_service(self) -> None:
         base = {
@@ -173,8 +177,9 @@ class World:
             self.service.kill()
             await self.service.wait()
         await self.sim.stop()
-        if self.proxy is not None:
-            await self.proxy.stop()
+        for proxy in (self.proxy, self.feed_proxy):
+            if proxy is not None:
+                await proxy.stop()
         if self.moto is not None:
             self.moto.stop()
         await asyncio.to_thread(self.redis.stop)

@@ -9,8 +9,10 @@ two connections: the old socket is closed before a new one is dialled.
 The reader loop only reads, decodes and calls the frame handler, which does no I/O, so a
 slow Redis or S3 never leaves the socket unread. Frames are read as bytes (no str detour)
 up to ``max_frame_bytes``; permessage-deflate is off (it costs CPU per event and the feed is
-read in-region). Keepalive pings go every 20 s and a pong may take 60 s, so a busy feed is
-not mistaken for a dead one.
+read in-region). Liveness (:mod:`polygon_adapters.ws_liveness`, ``WS_IDLE_TIMEOUT_SEC``):
+a connection on which nothing arrives is pinged after 40 % of the idle timeout, dropped
+after 80 % and so replaced within it; any frame counts as proof of life, so a busy feed
+with slow pongs is never cut (websockets' own keepalive, which would, is off).
 
 ``debug=True`` (``WS_DEBUG``) logs inbound frames (truncated) and outbound frames; the API
 key is redacted from both.
@@ -28,8 +30,10 @@ from collections import Counter
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
 
+from polygon_adapters.ws_liveness import found_silent, stop_watchdog, watch_liveness
 from polygon_core.backoff import DisconnectReason, ReconnectPolicy
 from polygon_core.codec import DecodedFrame, FrameDecoder
+from polygon_core.liveness import DEFAULT_IDLE_TIMEOUT_S, LivenessPolicy
 from polygon_core.ports import Clock, FrameHandler
 from polygon_core.protocol import FeedSession, SessionState
 from polygon_core.subscriptions import FeedRole, SymbolSelection
@@ -105,8 +109,7 @@ class PolygonWebSocketFeed:
         max_frame_bytes: int = 16 * 1024 * 1024,
         handshake_timeout_s: float = 15.0,
         open_timeout_s: float = 10.0,
-        ping_interval_s: float = 20.0,
-        ping_timeout_s: float = 60.0,
+        idle_timeout_s: float = DEFAULT_IDLE_TIMEOUT_S,
         debug: bool = False,
     ) -> None:
         self.role = role
@@ -120,7 +123,7 @@ class PolygonWebSocketFeed:
         self._max_frame = max_frame_bytes
         self._handshake_timeout = handshake_timeout_s
         self._open_timeout = open_timeout_s
-        self._ping = (ping_interval_s, ping_timeout_s)
+        self._liveness = LivenessPolicy(idle_timeout_s)
         self._debug = debug
         self._decoder = FrameDecoder()
         self._ws: ClientConnection | None = None
@@ -203,8 +206,7 @@ class PolygonWebSocketFeed:
                 max_size=self._max_frame,
                 compression=None,
                 open_timeout=self._open_timeout,
-                ping_interval=self._ping[0],
-                ping_timeout=self._ping[1],
+                ping_interval=None,  # the liveness watchdog pings, only when idle
                 close_timeout=2,
                 max_queue=64,
                 logger=_WIRE_LOGGER,
@@ -233,9 +235,13 @@ class PolygonWebSocketFeed:
         stats.state = "connected"
         self._policy.on_connected(self._clock.monotonic_s())
         logger.info("%s feed: connected to %s", self.role.value, self.url)
+        watchdog = asyncio.ensure_future(watch_liveness(ws, stats, self._liveness, self._clock))
         try:
             return await self._pump(ws, session, on_frame)
         except ConnectionClosed as exc:
+            silent_s = found_silent(watchdog)
+            if silent_s is not None:
+                return self._silent(session, silent_s)
             code = exc.rcvd.code if exc.rcvd else (exc.sent.code if exc.sent else 1006)
             stats.close_codes[code] += 1
             server_error = exc.rcvd is not None and exc.rcvd.code == 1011
@@ -252,10 +258,21 @@ class PolygonWebSocketFeed:
             session.close(DisconnectReason.DROP)
             return DisconnectReason.DROP
         finally:
+            await stop_watchdog(watchdog)
             self._ws = None
             await ws.close()
             if self._stopping.is_set():
                 session.close(DisconnectReason.CLIENT_CLOSED)
+
+    def _silent(self, session: FeedSession, silent_s: float) -> DisconnectReason:
+        self.stats.close_codes[1006] += 1
+        session.close(DisconnectReason.IDLE_TIMEOUT)
+        logger.warning(
+            "%s feed: nothing received for %.1f s (no frame, no pong); replacing the connection",
+            self.role.value,
+            silent_s,
+        )
+        return DisconnectReason.IDLE_TIMEOUT
 
     async def _pump(
         self, ws: ClientConnection, session: FeedSession, on_frame: FrameHandler

@@ -20,6 +20,14 @@ summary when it has stopped. Budget 512 MiB vs. steady state: 4 channels x part 
 (16 MiB) being filled + ``upload_concurrency`` x 16 MiB in flight = 128 MiB; the rest is
 outage headroom (about 40 s at 50,000 events/s, ~9 MB/s of NDJSON).
 
+Start-up: :meth:`run` first recovers what an earlier writer left open (``s3_recovery``,
+``s3_startup``) in the background, retrying without end while lines buffer within the
+budget, so an unreachable S3 never holds the hot path up. Objects opened meanwhile are
+numbered (their ``seq``) and uploaded once recovery is done. An answer that says the
+configuration is wrong (no such bucket, access denied, bad credentials) ends :meth:`run`
+with ``ArchiveMisconfigured``. ``stats.recovering`` and ``stats.in_outage`` say the archive
+is degraded.
+
 Orderly stop (:meth:`aclose`): every open object is completed, the markers deleted, within
 ``close_timeout_s`` (default 90 s; see docs/athena.md for how this fits ECS's
 ``stopTimeout``). What is still open at the deadline is left for the next start's
@@ -41,7 +49,8 @@ from typing import Any
 
 from polygon_adapters.s3_markers import FolderMarkers
 from polygon_adapters.s3_objects import ArchiveObject, ObjectUploader
-from polygon_adapters.s3_recovery import RecoveryReport, recover_archive
+from polygon_adapters.s3_recovery import RecoveryReport
+from polygon_adapters.s3_startup import StartupRecovery
 from polygon_adapters.s3_stats import AppendCounts, ArchiveStats, DropLog
 from polygon_adapters.s3_upload import S3Requests, S3RetryPolicy, open_s3_client
 from polygon_core.events import Channel
@@ -75,8 +84,9 @@ class _Lane(AppendCounts):
 
 
 class S3MultipartArchive:
-    """The S3 ``RawArchive``. Call :meth:`recover` once, then :meth:`start` (or run
-    :meth:`run` as a task), append, and :meth:`aclose` on the way out.
+    """The S3 ``RawArchive``. Run :meth:`run` as a task (or :meth:`start`), append, and
+    :meth:`aclose` on the way out; :meth:`recover` before :meth:`run` recovers in the
+    foreground instead (and raises when S3 cannot be reached).
 
     ``client`` is an aiobotocore S3 client (see :func:`~polygon_adapters.s3_upload.
     open_s3_client`); the caller owns it and closes it after :meth:`aclose`.
@@ -123,7 +133,6 @@ class S3MultipartArchive:
         self._retry = retry or S3RetryPolicy()
         self._close_timeout_s = close_timeout_s
         self._tick_s = tick_s
-        self._lookback_hours = recovery_lookback_hours
         self._lanes = {c: _Lane() for c in Channel}
         self.stats = ArchiveStats(appended=self._lanes)
         self._drops = DropLog(self.stats, max_buffer_bytes, drop_quiet_s)
@@ -145,6 +154,22 @@ class S3MultipartArchive:
         self._tasks: set[asyncio.Task[None]] = set()
         self._wake = asyncio.Event()
         self._runner: asyncio.Task[None] | None = None
+        self._startup = StartupRecovery(
+            client,
+            bucket,
+            self._prefix,
+            hostname,
+            policy,
+            clock,
+            self._requests,
+            self.stats,
+            seq=self._seq,
+            last_window=self._last_window,
+            pending=self._starting,
+            name=self._name,
+            wake=self._wake,
+            lookback_hours=recovery_lookback_hours,
+        )
         self._running = False
         self._closing = False
         self._closed = False
@@ -198,19 +223,23 @@ class S3MultipartArchive:
         last = self._last_window.get(channel)
         if last is not None and last.start_ms > window.start_ms:
             window = last  # windows never go back
-        seq = self._seq.next_seq(channel, window)
-        key = object_key(self._prefix, channel, window, self._hostname, seq)
         marker = marker_key(self._prefix, channel, window)
         clock = self._clock
-        new = ArchiveObject(channel, window, seq, key, marker, clock.time_ms(), clock.monotonic_s())
+        new = ArchiveObject(channel, window, 0, "", marker, clock.time_ms(), clock.monotonic_s())
+        if self._startup.done:  # else numbered once recovery is done
+            self._name(new, self._seq.next_seq(channel, window))
         lane.obj = new
         self._last_window[channel] = window
         self._starting.append(new)
         self.stats.objects_opened += 1
         self.stats.open_uploads += 1
-        logger.info("S3 archive: opened %s", key)
         self._wake.set()
         return new
+
+    def _name(self, obj: ArchiveObject, seq: int) -> None:
+        obj.seq = seq
+        obj.key = object_key(self._prefix, obj.channel, obj.window, self._hostname, seq)
+        logger.info("S3 archive: opened %s", obj.key)
 
     def _open_objects(self) -> list[ArchiveObject]:
         return [lane.obj for lane in self._lanes.values() if lane.obj is not None]
@@ -240,9 +269,13 @@ class S3MultipartArchive:
         if self._running:
             raise RuntimeError("S3MultipartArchive.run() is already running")
         self._running = True
+        self._startup.start()
         clock = self._clock
         while True:
-            self._spawn()
+            if (exc := self._startup.failure()) is not None:
+                raise exc  # ArchiveMisconfigured: stop the service
+            if self._startup.done:
+                self._spawn()
             if self._closing:
                 return
             now_ms = clock.time_ms()
@@ -281,40 +314,17 @@ class S3MultipartArchive:
     # -- lifecycle ---------------------------------------------------------------------------
 
     async def recover(self) -> RecoveryReport:
-        """Finish uploads a crashed writer left open, remove stale markers, seed ``seq``.
+        """Finish uploads a crashed writer left open, remove stale markers, seed ``seq``,
+        in the foreground (:meth:`run` does it in the background otherwise).
 
         Call once before :meth:`start` and the first :meth:`append`. Raises
         ``ArchiveError`` when S3 cannot be reached after the retry policy's
-        ``recovery_attempts`` (e.g. a wrong bucket or endpoint).
+        ``recovery_attempts``, ``ArchiveMisconfigured`` at once on a wrong bucket or bad
+        credentials.
         """
         if self._running or self.stats.objects_opened:
             raise RuntimeError("recover() must run before start() and the first append()")
-        report = await recover_archive(
-            self._client,
-            self._bucket,
-            self._prefix,
-            self._hostname,
-            self._policy,
-            self._seq,
-            self._requests,
-            now_ms=self._clock.time_ms(),
-            attempts=self._retry.recovery_attempts,
-            lookback_hours=self._lookback_hours,
-        )
-        for channel, seq in report.seeded.items():
-            self._last_window[channel] = self._policy.window_for(self._clock.time_ms())
-            logger.debug("S3 archive: %s continues after seq %d", channel.value, seq)
-        stats = self.stats
-        stats.recovered_completed += len(report.completed)
-        stats.recovered_aborted += len(report.aborted)
-        stats.markers_removed += len(report.markers_removed)
-        logger.info(
-            "S3 archive recovery: %d uploads completed, %d aborted, %d stale markers removed",
-            len(report.completed),
-            len(report.aborted),
-            len(report.markers_removed),
-        )
-        return report
+        return await self._startup.run(self._retry.recovery_attempts)
 
     async def aclose(self, timeout_s: float | None = None) -> None:
         """Complete every open object within ``timeout_s`` (default ``close_timeout_s``).
@@ -330,11 +340,17 @@ class S3MultipartArchive:
         deadline = self._close_timeout_s if timeout_s is None else timeout_s
         for obj in self._open_objects():
             self._close(obj)
-        self._spawn()
+        started = asyncio.get_running_loop().time()
+        await self._startup.finish(deadline)
+        if self._startup.done:
+            self._spawn()
+        else:
+            self._startup.abandon()
         self._wake.set()
         tasks = set(self._tasks)
         if tasks:
-            _done, late = await asyncio.wait(tasks, timeout=deadline)
+            left_s = max(0.0, deadline - (asyncio.get_running_loop().time() - started))
+            _done, late = await asyncio.wait(tasks, timeout=left_s)
             for task in late:
                 task.cancel()
             if late:
@@ -353,9 +369,10 @@ class S3MultipartArchive:
         stats.in_outage = self._requests.in_outage
         logger.info(
             "S3 archive closed: %d objects completed, %d parts, %d bytes uploaded, "
-            "%d lines dropped",
+            "%d lines dropped, %d lines lost",
             stats.objects_completed,
             stats.parts_uploaded,
             stats.bytes_uploaded,
             stats.dropped_lines_total,
+            stats.lost_lines,
         )

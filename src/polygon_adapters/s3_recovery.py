@@ -12,7 +12,13 @@
    inside a window continues after the highest ``seq`` of this hostname instead of
    overwriting ``seq=000001``.
 
-Every call retries ``S3RetryPolicy.recovery_attempts`` times; then ``ArchiveError``.
+Every call retries ``attempts`` times (``None``: without end, as the archive does when it
+recovers in the background while lines buffer); then ``ArchiveError``. An answer that says
+the configuration is wrong (no such bucket, access denied, bad credentials) raises
+``ArchiveMisconfigured`` at once.
+
+:func:`highest_seqs` lists other windows' folders the same way: objects opened while
+recovery ran are numbered once it is done, after what their folders already hold.
 """
 
 from __future__ import annotations
@@ -30,12 +36,13 @@ from polygon_core.rotation import (
     MARKER_NAME,
     RotationPolicy,
     SeqCounter,
+    Window,
     channel_prefix,
     seq_from_key,
     window_folder,
 )
 
-__all__ = ["RecoveryReport", "recover_archive"]
+__all__ = ["RecoveryReport", "highest_seqs", "recover_archive"]
 
 logger = logging.getLogger("polygon_adapters.s3_archive")
 
@@ -51,6 +58,8 @@ class RecoveryReport:
     markers_removed: list[str] = field(default_factory=list)
     seeded: dict[Channel, int] = field(default_factory=dict)
     """Highest existing seq of this hostname in the current window, per channel."""
+    window: Window | None = None
+    """The window ``seeded`` is about (the one of ``now_ms``)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,11 +67,13 @@ class _Target:
     client: Any
     bucket: str
     requests: S3Requests
-    attempts: int
+    attempts: int | None
 
     async def call(self, what: str, method: str, **params: Any) -> dict[str, Any]:
         request = partial(getattr(self.client, method), Bucket=self.bucket, **params)
-        result: dict[str, Any] = await self.requests.call(what, request, attempts=self.attempts)
+        result: dict[str, Any] = await self.requests.call(
+            what, request, attempts=self.attempts, config_fatal=True
+        )
         return result
 
 
@@ -76,7 +87,7 @@ async def recover_archive(
     requests: S3Requests,
     *,
     now_ms: int,
-    attempts: int,
+    attempts: int | None,
     lookback_hours: int = 48,
 ) -> RecoveryReport:
     """Run the three steps of the module docstring; see :class:`RecoveryReport`."""
@@ -97,16 +108,40 @@ async def recover_archive(
         await target.call("DeleteObject (stale marker)", "delete_object", Key=marker)
         report.markers_removed.append(marker)
         logger.info("recovery: removed stale marker %s", marker)
+    window = report.window = policy.window_for(now_ms)
     for channel in Channel:
-        window = policy.window_for(now_ms)
-        highest = 0
-        async for key in _keys(target, window_folder(prefix, channel, window)):
-            found = seq_from_key(key, hostname)
-            if found is not None and found > highest:
-                highest = found
+        highest = await _highest(target, prefix, hostname, channel, window)
         seq.seed(channel, window, highest)
         report.seeded[channel] = highest
     return report
+
+
+async def highest_seqs(
+    client: Any,
+    bucket: str,
+    prefix: str,
+    hostname: str,
+    requests: S3Requests,
+    folders: set[tuple[Channel, Window]],
+) -> dict[tuple[Channel, Window], int]:
+    """The highest seq of ``hostname`` in each (channel, window) folder (0: none), retrying
+    without end."""
+    target = _Target(client, bucket, requests, None)
+    return {
+        (channel, window): await _highest(target, prefix, hostname, channel, window)
+        for channel, window in sorted(folders, key=lambda f: (f[0].value, f[1].start_ms))
+    }
+
+
+async def _highest(
+    target: _Target, prefix: str, hostname: str, channel: Channel, window: Window
+) -> int:
+    highest = 0
+    async for key in _keys(target, window_folder(prefix, channel, window)):
+        found = seq_from_key(key, hostname)
+        if found is not None and found > highest:
+            highest = found
+    return highest
 
 
 async def _finish(target: _Target, key: str, upload_id: str, report: RecoveryReport) -> None:

@@ -34,7 +34,8 @@ class ArchiveStats:
 
     Gauges: ``bytes_buffered``/``lines_buffered`` (appended, not yet in an uploaded part;
     a line counts as uploaded once its newline is), ``open_uploads``, ``in_outage``,
-    ``dropping``. Everything else is a running total.
+    ``dropping``, ``recovering`` and ``degraded`` (any of the three). Everything else is a
+    running total.
     """
 
     appended: Mapping[Channel, AppendCounts] = field(default_factory=_per_channel)
@@ -62,6 +63,13 @@ class ArchiveStats:
     markers_removed: int = 0
     in_outage: bool = False
     dropping: bool = False
+    recovering: bool = False
+    """Start-up recovery has not finished yet (S3 unreachable at start): lines buffer."""
+
+    @property
+    def degraded(self) -> bool:
+        """Lines are not reaching S3 as they should: an outage, recovery or drops."""
+        return self.in_outage or self.recovering or self.dropping
 
     @property
     def lines_appended(self) -> Counter[Channel]:
@@ -92,6 +100,7 @@ class ArchiveStats:
             out[name] = (
                 {str(k): v for k, v in value.items()} if isinstance(value, Counter) else value
             )
+        out["degraded"] = self.degraded
         return out
 
 

@@ -13,7 +13,11 @@ Errors that escape become :class:`~polygon_core.errors.ArchiveError`. A few S3 e
 mean retrying the same request cannot succeed (the upload is gone, a part is invalid);
 :func:`is_permanent` names them. Everything else (connection refused, timeouts, 5xx,
 ``SlowDown``, and also ``AccessDenied`` or ``NoSuchBucket``, which an operator can fix
-while the archive buffers) is retried.
+while the archive buffers) is retried, except where the caller asks for configuration
+errors to be fatal (start-up recovery, the archive's first calls): then
+:func:`misconfiguration` names what no retry can fix (no such bucket, access denied,
+rejected or missing credentials, the wrong region) and the call raises
+:class:`~polygon_core.errors.ArchiveMisconfigured` with a hint.
 """
 
 from __future__ import annotations
@@ -34,11 +38,12 @@ from aiobotocore.session import AioSession, get_session
 from botocore.exceptions import (
     BotoCoreError,
     ClientError,
+    NoCredentialsError,
     ParamValidationError,
 )
 
 from polygon_core.backoff import backoff_delays
-from polygon_core.errors import ArchiveError
+from polygon_core.errors import ArchiveError, ArchiveMisconfigured
 
 __all__ = [
     "CONTENT_TYPE",
@@ -48,6 +53,7 @@ __all__ = [
     "error_code",
     "is_permanent",
     "describe",
+    "misconfiguration",
     "open_s3_client",
 ]
 
@@ -75,6 +81,21 @@ _PERMANENT_CODES = frozenset(
         "MalformedXML",
     }
 )
+
+
+_CONFIG_HINTS = {
+    "NoSuchBucket": "the bucket does not exist (check S3_BUCKET, AWS_REGION, S3_ENDPOINT_URL)",
+    "InvalidBucketName": "the bucket name is invalid (check S3_BUCKET)",
+    "AccessDenied": "access denied (the credentials or task role lack S3 permissions on "
+    "the bucket; see docs/operations.md)",
+    "AllAccessDisabled": "all access to the bucket is disabled",
+    "InvalidAccessKeyId": "the AWS access key id is not known (bad credentials)",
+    "SignatureDoesNotMatch": "the AWS secret key does not match the key id (bad credentials)",
+    "AuthorizationHeaderMalformed": "the request was signed for the wrong region (check "
+    "AWS_REGION)",
+    "PermanentRedirect": "the bucket is in another region (check AWS_REGION)",
+}
+"""S3 error codes that no retry can fix, with what to tell the operator."""
 
 
 @asynccontextmanager
@@ -123,6 +144,15 @@ def error_code(exc: BaseException) -> str | None:
 def is_permanent(exc: BaseException) -> bool:
     """True when retrying the same request cannot succeed (see the module docstring)."""
     return isinstance(exc, ParamValidationError) or error_code(exc) in _PERMANENT_CODES
+
+
+def misconfiguration(exc: BaseException) -> str | None:
+    """What is wrong with the configuration when ``exc`` says so (see ``_CONFIG_HINTS``;
+    also: no credentials found at all), else None."""
+    if isinstance(exc, NoCredentialsError):
+        return "no AWS credentials found (environment, shared files or the task role)"
+    code = error_code(exc)
+    return _CONFIG_HINTS.get(code) if code is not None else None
 
 
 def describe(exc: BaseException) -> str:
@@ -192,12 +222,19 @@ class S3Requests:
         return self._outage_since is not None
 
     async def call(
-        self, what: str, request: Callable[[], Awaitable[T]], *, attempts: int | None = None
+        self,
+        what: str,
+        request: Callable[[], Awaitable[T]],
+        *,
+        attempts: int | None = None,
+        config_fatal: bool = False,
     ) -> T:
         """Await ``request()`` until it succeeds; ``attempts=None`` retries without end.
 
         A permanent error, or the last allowed attempt failing, raises ``ArchiveError``
-        (chained to the library's exception). Cancellation passes through.
+        (chained to the library's exception); with ``config_fatal``, an error that says the
+        configuration is wrong raises ``ArchiveMisconfigured`` at once. Cancellation passes
+        through.
         """
         delays = None
         attempt = 0
@@ -206,6 +243,9 @@ class S3Requests:
             try:
                 result = await request()
             except TRANSPORT_ERRORS as exc:
+                wrong = misconfiguration(exc) if config_fatal else None
+                if wrong is not None:
+                    raise ArchiveMisconfigured(f"S3 {what}: {wrong} [{describe(exc)}]") from exc
                 if is_permanent(exc) or (attempts is not None and attempt >= attempts):
                     raise ArchiveError(f"S3 {what} failed: {describe(exc)}") from exc
                 self._failed(what, exc)

@@ -8,6 +8,11 @@ never exceeds ``max`` and never goes below ``base * (1 - jitter)`` (``BACKOFF_IN
 :class:`ReconnectPolicy` picks the delay before the next connection from why the last one
 ended (``polygon-protocol.md`` §3, §4, §14 item 8):
 
+* ``idle_timeout`` (nothing, not even a pong, arrived for most of ``WS_IDLE_TIMEOUT_SEC``: a NAT
+  or load balancer dropped the flow without a FIN or RST) on a connection that had been
+  healthy (no reconnects pending, :attr:`ReconnectPolicy.attempt` 0): no wait at all, so
+  the silent connection is replaced as soon as it is found; a repeated one backs off like
+  a drop;
 * an ordinary drop, ``auth_timeout``, ``slow_consumer``, ``force_disconnect``, a failed
   handshake or an abnormal close: the next backoff delay;
 * ``auth_failed`` (bad key, or a plan without this host): retrying soon cannot help, so wait
@@ -65,6 +70,9 @@ class DisconnectReason(StrEnum):
     """The server reported an error that ends the connection (e.g. close code 1011)."""
     PROTOCOL_ERROR = "protocol_error"
     """The server broke the handshake rules (e.g. ``auth_required`` after auth)."""
+    IDLE_TIMEOUT = "idle_timeout"
+    """Nothing (no frame, no pong) arrived for too long (``WS_IDLE_TIMEOUT_SEC``): a silently
+    dropped flow."""
     HANDSHAKE_TIMEOUT = "handshake_timeout"
     """The adapter gave up waiting for ``connected``/``auth_success``."""
     CLIENT_CLOSED = "client_closed"
@@ -207,6 +215,10 @@ class ReconnectPolicy:
         if first is not None and now - first >= self.healthy_after_s:
             self.reset()  # data flowed and the connection then stayed up long enough
         self._first_data_s = None
+        if reason == DisconnectReason.IDLE_TIMEOUT and not self.attempt:
+            self.attempt = 1
+            self.retry_at_s = now
+            return 0.0
         delay = next(self._delays)
         self.attempt += 1
         if reason == DisconnectReason.AUTH_FAILED:

@@ -11,6 +11,7 @@
     ├── StoreUnavailable          retryable
     ├── StoreRejected             fatal: the store refused (wrong token, bad config)
     └── ArchiveError
+        └── ArchiveMisconfigured  fatal at start: no such bucket, access denied, bad credentials
 
 Adapters translate library exceptions into this tree (``raise StoreUnavailable(...) from
 exc``); :func:`is_retryable` decides retry versus fatal without knowing any library.
@@ -21,6 +22,7 @@ from __future__ import annotations
 
 __all__ = [
     "ArchiveError",
+    "ArchiveMisconfigured",
     "AuthenticationFailed",
     "ConnectionLimitExceeded",
     "FeedDisconnected",
@@ -73,13 +75,19 @@ class ArchiveError(PolygonIngestError):
     """The raw archive failed (S3 errors after retries, bad configuration)."""
 
 
+class ArchiveMisconfigured(ArchiveError):
+    """S3 answered that the archive's configuration is wrong (the bucket does not exist,
+    access is denied, the credentials are rejected): retrying cannot fix it."""
+
+
 _RETRYABLE: tuple[type[BaseException], ...] = (FeedDisconnected, StoreUnavailable, ArchiveError)
 
 
 def is_retryable(exc: BaseException) -> bool:
     """True when ``exc`` is transient and the operation should be retried with backoff.
 
-    ``AuthenticationFailed``, ``ConnectionLimitExceeded`` and ``StoreRejected`` are not
-    retryable in the ordinary sense: they need a long cooldown or an operator.
+    ``AuthenticationFailed``, ``ConnectionLimitExceeded``, ``StoreRejected`` and
+    ``ArchiveMisconfigured`` are not retryable in the ordinary sense: they need a long
+    cooldown or an operator.
     """
-    return isinstance(exc, _RETRYABLE)
+    return isinstance(exc, _RETRYABLE) and not isinstance(exc, ArchiveMisconfigured)

@@ -21,7 +21,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from polygon_adapters.redis_store import redact_url
-from polygon_core.errors import PolygonIngestError
+from polygon_core.errors import ArchiveMisconfigured, PolygonIngestError
 from polygon_runner import athena, demo, simulator
 from polygon_runner.check_redis import check_store
 from polygon_runner.container import Container, store_for
@@ -73,6 +73,9 @@ async def _serve(settings: Settings) -> int:
             f"s3://{settings.s3_bucket}/{settings.s3_prefix}" if settings.s3_enabled else "off",
         )
         return await service.run()
+    except ArchiveMisconfigured as exc:
+        logger.critical("cannot start: the S3 archive is misconfigured: %s", exc)
+        return 2
     except PolygonIngestError as exc:
         logger.critical("cannot start: %s", exc)
         return 1

@@ -42,7 +42,8 @@ async def opened(store: LatestStore) -> AsyncIterator[LatestStore]:
 async def s3_archive(
     settings: Settings, clock: SystemClock
 ) -> AsyncIterator[S3MultipartArchive | None]:
-    """The S3 archive when S3_ENABLED=true (recover, run, complete on close), else None."""
+    """The S3 archive when S3_ENABLED=true (its run() recovers, then uploads; complete on
+    close), else None."""
     if not settings.s3_enabled:
         yield None
         return
@@ -62,8 +63,7 @@ async def s3_archive(
             max_buffer_bytes=settings.s3_max_buffer_bytes,
             close_timeout_s=settings.shutdown_timeout_s,
         )
-        await archive.recover()
-        try:
+        try:  # recovery runs in the background (archive.run()): S3 never holds the start up
             yield archive
         finally:
             await archive.aclose()
@@ -112,6 +112,7 @@ def _feed(
         batch_size=settings.subscribe_batch,
         keep_raw=settings.s3_enabled,
         max_frame_bytes=settings.ws_max_frame_bytes,
+        idle_timeout_s=settings.ws_idle_timeout_s,
         debug=settings.ws_debug,
     )
 

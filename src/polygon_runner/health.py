@@ -35,6 +35,18 @@ def archive_figures(archive: Any) -> dict[str, Any]:
     return dict(snapshot()) if callable(snapshot) else {}
 
 
+def archive_degraded(figures: dict[str, Any]) -> list[str]:
+    """Why the archive is degraded (empty: it is not), from its figures."""
+    why = []
+    if figures.get("recovering"):
+        why.append("archive: start-up recovery not done yet (S3 unreachable?); lines buffer")
+    if figures.get("in_outage"):
+        why.append("archive: S3 calls are failing (retrying with backoff); lines buffer")
+    if figures.get("dropping"):
+        why.append("archive: memory budget full; lines are being dropped")
+    return why
+
+
 class HealthReport:
     """Snapshots of the whole service's state."""
 
@@ -77,6 +89,9 @@ class HealthReport:
         return True, "ok"
 
     def healthy(self) -> tuple[bool, dict[str, Any]]:
+        """Healthy when both feeds are authenticated and the store keeps up. The archive is
+        the cold path: a degraded archive is reported (``archive``, ``degraded``) but keeps
+        ``ok`` true, so an orchestrator does not replace a task whose Redis path works."""
         reasons: list[str] = []
         for feed in self.feeds:
             if not feed.stats.authenticated:
@@ -84,7 +99,12 @@ class HealthReport:
         ok, why = self.store_ok()
         if not ok:
             reasons.append(why)
-        return not reasons, {"ok": not reasons, "reasons": reasons}
+        body: dict[str, Any] = {"ok": not reasons, "reasons": reasons}
+        if self.archive is not None:
+            degraded = archive_degraded(archive_figures(self.archive))
+            body["archive"] = "degraded" if degraded else "ok"
+            body["degraded"] = degraded
+        return not reasons, body
 
     def snapshot(self, delta: bool = False) -> dict[str, Any]:
         ingest = self.ingest

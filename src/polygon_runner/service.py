@@ -2,7 +2,8 @@
 
 :meth:`Service.run` resolves the symbols (configured ∪ discovered), starts the feeds, the
 flush loop, the archive's background work and the health log, and waits for a stop
-request (SIGTERM/SIGINT) or a fatal error. The orderly stop, bounded by
+request (SIGTERM/SIGINT) or a fatal error (exit 1; exit 2 when S3 says the archive is
+misconfigured: no such bucket, access denied, bad credentials). The orderly stop, bounded by
 ``SHUTDOWN_TIMEOUT_SEC``: stop reading both sockets, write what the conflation buffer
 holds, complete the archive's uploads, exit 0.
 """
@@ -19,7 +20,7 @@ from typing import Any, Protocol
 
 from polygon_adapters.polygon_ws import PolygonWebSocketFeed
 from polygon_adapters.tickers import TickerDiscoveryError, discover_tickers
-from polygon_core.errors import PolygonIngestError
+from polygon_core.errors import ArchiveMisconfigured, PolygonIngestError
 from polygon_core.ingest import Ingest
 from polygon_core.subscriptions import SymbolSelection
 from polygon_runner.health import HealthReport
@@ -36,7 +37,7 @@ class ArchiveRunner(Protocol):
 
     async def run(self) -> None: ...
 
-    async def aclose(self) -> None: ...
+    async def aclose(self, timeout_s: float | None = None) -> None: ...
 
 
 class Service:
@@ -139,7 +140,10 @@ class Service:
                 if task is stopper or task.cancelled():
                     continue
                 exc = task.exception()
-                if exc is not None:
+                if isinstance(exc, ArchiveMisconfigured):  # a configuration error: one line
+                    logger.critical("cannot start: the S3 archive is misconfigured: %s", exc)
+                    code = 2
+                elif exc is not None:
                     logger.critical("%s failed: %s", tasks[task], exc, exc_info=exc)
                     code = 1
                 elif not self._stop.is_set():
@@ -171,8 +175,9 @@ class Service:
             logger.error("stopping: final flush failed: %s", exc)
         if self.archive is not None:
             try:
-                async with asyncio.timeout(max(deadline - time.monotonic(), 0.1)):
-                    await self.archive.aclose()
+                left_s = max(deadline - time.monotonic(), 0.1)
+                async with asyncio.timeout(left_s):  # a backstop: aclose keeps to its share
+                    await self.archive.aclose(timeout_s=left_s * 0.9)
             except TimeoutError:
                 logger.error("stopping: the archive did not finish before the deadline")
         for task in tasks:

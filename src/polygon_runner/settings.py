@@ -64,6 +64,7 @@ class Settings:
     redis_token: str = _secret()
     ws_debug: bool = False
     ws_health_interval_s: float = 30.0
+    ws_idle_timeout_s: float = 10.0
     ttl: TtlPolicy = TtlPolicy()
     discover_tickers: bool = True
     ticker_limit: int = 0
@@ -340,6 +341,7 @@ def load_settings(environ: Mapping[str, str], dotenv: Path | None = None) -> Set
         redis_token=token,
         ws_debug=r.flag("WS_DEBUG", False),
         ws_health_interval_s=r.number("WS_HEALTH_INTERVAL_SEC", 30.0, 1.0),
+        ws_idle_timeout_s=r.number("WS_IDLE_TIMEOUT_SEC", 10.0, 1.0),
         ttl=TtlPolicy(**ttl_values),
         discover_tickers=discover,
         ticker_limit=r.integer("POLYGON_TICKER_LIMIT", 0, 0),

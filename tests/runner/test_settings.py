@@ -35,6 +35,7 @@ def test_brief_defaults() -> None:
     assert s.store_backend == "redis" and s.redis_flush_interval_ms == 0.0
     assert s.redis_flush_interval_s == 0.0  # Redis: group commit, no interval
     assert s.rest_base == "https://api.polygon.io"
+    assert s.ws_idle_timeout_s == 10.0
 
 
 def test_every_bad_variable_is_named_at_once() -> None:
@@ -50,6 +51,7 @@ def test_every_bad_variable_is_named_at_once() -> None:
         "S3_ENABLED": "true",
         "S3_WINDOW_MINUTES": "2000",
         "HEALTH_PORT": "70000",
+        "WS_IDLE_TIMEOUT_SEC": "0.2",
     }
     with pytest.raises(SettingsError) as info:
         load_settings(env)
@@ -65,9 +67,18 @@ def test_every_bad_variable_is_named_at_once() -> None:
         "AWS_REGION",
         "S3_WINDOW_MINUTES",
         "HEALTH_PORT",
+        "WS_IDLE_TIMEOUT_SEC",
     }
     text = str(info.value)
+    assert "WS_IDLE_TIMEOUT_SEC: must be a number of at least 1" in text
     assert "/stocks" in text and "ws://" in text
+
+
+def test_idle_timeout() -> None:
+    assert load_settings({**BASE, "WS_IDLE_TIMEOUT_SEC": "2.5"}).ws_idle_timeout_s == 2.5
+    with pytest.raises(SettingsError) as info:
+        load_settings({**BASE, "WS_IDLE_TIMEOUT_SEC": "soon"})
+    assert set(info.value.problems) == {"WS_IDLE_TIMEOUT_SEC"}
 
 
 def test_upstash_needs_a_token_and_gets_a_slower_default_flush() -> None:

@@ -30,7 +30,7 @@ CI_SOAK = SoakConfig(
 def test_the_ci_schedule_holds_every_kind_of_fault() -> None:
     kinds = {f.kind for f in schedule(CI_SOAK)}
     assert kinds == {
-        "redis_down", "s3_down", "drop", "drop_abrupt", "evict", "auth_burst",
+        "redis_down", "s3_down", "drop", "drop_abrupt", "feed_silent", "evict", "auth_burst",
         "garbage", "oversize", "out_of_order",
     }  # fmt: skip
     outages = sorted((f.at_s, f.at_s + f.reserve_s) for f in schedule(CI_SOAK) if f.outage)
