@@ -23,7 +23,10 @@ default); the flush loop adds its own backoff on top. Connection errors and time
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import time
+from collections import Counter
 from collections.abc import Sequence
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -31,30 +34,29 @@ from urllib.parse import urlsplit, urlunsplit
 from redis.asyncio import Redis, RedisCluster
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
-from redis.exceptions import (
-    AuthenticationError,
-    AuthorizationError,
-    NoPermissionError,
-    RedisError,
-    ResponseError,
-)
+from redis.exceptions import RedisError, ResponseError
 
 try:  # the sentinel redis-py's hiredis parser returns when a reply is incomplete
     from redis._parsers.hiredis import NOT_ENOUGH_DATA as _NOT_ENOUGH_DATA
 except ImportError:  # pragma: no cover - other redis-py layouts use the portable path
     _NOT_ENOUGH_DATA = None
 
+from polygon_adapters.redis_errors import ErrorKind, classify, describe, worst
 from polygon_core.errors import StoreRejected, StoreUnavailable
 from polygon_core.ports import LatestValue
 
-__all__ = ["CLUSTER_SCHEMES", "REDIS_SCHEMES", "RedisLatestStore", "redact_url"]
+__all__ = [
+    "CLUSTER_SCHEMES",
+    "REDIS_SCHEMES",
+    "RedisLatestStore",
+    "RedisStoreStats",
+    "redact_url",
+]
 
 logger = logging.getLogger(__name__)
 
 REDIS_SCHEMES = ("redis", "rediss")
 CLUSTER_SCHEMES = ("redis+cluster", "rediss+cluster")
-_FATAL = (AuthenticationError, AuthorizationError, NoPermissionError)
-_FATAL_REPLY_PREFIXES = ("NOAUTH", "WRONGPASS", "NOPERM")
 
 
 def redact_url(url: str) -> str:
@@ -92,21 +94,22 @@ def _pack_sets(values: Sequence[LatestValue]) -> bytes:
     return b"".join(parts)
 
 
-async def _read_replies(conn: Any, count: int) -> list[str]:
-    """Read ``count`` replies; returns the error messages among them.
+async def _read_replies(conn: Any, count: int) -> list[ResponseError]:
+    """Read ``count`` replies; returns the error replies among them.
 
     With the hiredis parser the replies are taken straight from its reader, feeding it from
     the socket as needed: one C call per reply instead of a stack of coroutines per reply
     (about 40 times less client CPU per command). This relies on redis-py's hiredis parser
     internals (``_reader`` and ``read_from_socket``, stable since redis-py 4.2); with any
-    other parser the portable ``read_response`` loop is used.
+    other parser the portable ``read_response`` loop is used. An error reply redis-py maps
+    to a connection error (``LOADING``, ``NOAUTH``) is raised, the other replies unread.
     """
     parser = getattr(conn, "_parser", None)
     reader = getattr(parser, "_reader", None)
     if _NOT_ENOUGH_DATA is None or reader is None or not hasattr(parser, "read_from_socket"):
         return await _read_replies_portable(conn, count)
     assert parser is not None
-    errors: list[str] = []
+    errors: list[ResponseError] = []
     gets = reader.gets
     refill = parser.read_from_socket
     remaining = count
@@ -117,21 +120,33 @@ async def _read_replies(conn: Any, count: int) -> list[str]:
             continue
         remaining -= 1
         if isinstance(reply, ResponseError):
-            errors.append(f"{type(reply).__name__}: {reply}")
+            errors.append(reply)
         elif isinstance(reply, Exception):  # a protocol or connection error
             raise reply
     return errors
 
 
-async def _read_replies_portable(conn: Any, count: int) -> list[str]:
-    errors: list[str] = []
+async def _read_replies_portable(conn: Any, count: int) -> list[ResponseError]:
+    errors: list[ResponseError] = []
     read = conn.read_response
     for _ in range(count):
         try:
             await read(disable_decoding=True)
         except ResponseError as exc:  # one command failed; keep reading the rest
-            errors.append(f"{type(exc).__name__}: {exc}")
+            errors.append(exc)
     return errors
+
+
+class RedisStoreStats:
+    """How often the store left a node (read by the metrics; never reset)."""
+
+    __slots__ = ("node_resets", "resets_by_reason")
+
+    def __init__(self) -> None:
+        self.node_resets = 0
+        """Times the pooled connections were dropped because the node was lost."""
+        self.resets_by_reason: Counter[str] = Counter()
+        """``READONLY``, ``MASTERDOWN``, ``LOADING``, ``CLUSTERDOWN``, ``connection`` ..."""
 
 
 class RedisLatestStore:
@@ -141,6 +156,9 @@ class RedisLatestStore:
         self._client = client
         self.description = description
         """The URL with its password redacted, for logs."""
+        self.stats = RedisStoreStats()
+        self._left_at: float | None = None
+        self._peer: str | None = None
 
     @classmethod
     def from_url(
@@ -182,61 +200,113 @@ class RedisLatestStore:
             return
         try:
             if isinstance(self._client, RedisCluster):
-                await self._put_cluster(self._client, values)
+                errors = await self._put_cluster(self._client, values)
             else:
-                await self._put_packed(self._client, values)
-        except _FATAL as exc:
-            raise StoreRejected(f"{self.description} refused the credentials: {exc}") from exc
+                errors = await self._put_packed(self._client, values)
         except (RedisError, OSError) as exc:
-            raise StoreUnavailable(f"{self.description}: {type(exc).__name__}: {exc}") from exc
+            raise await self._translate(exc) from exc
+        if errors:
+            raise await self._reply_errors(errors, len(values))
+        if self._left_at is not None:
+            self._writing_again()
 
-    async def _put_packed(self, client: Redis, values: Sequence[LatestValue]) -> None:
+    async def _put_packed(self, client: Redis, values: Sequence[LatestValue]) -> list[Any]:
         payload = _pack_sets(values)
         pool = client.connection_pool
         conn = await pool.get_connection()  # type: ignore[no-untyped-call]
         try:
             await conn.send_packed_command(payload, check_health=True)
-            errors = await _read_replies(conn, len(values))
+            errors: list[Any] = await _read_replies(conn, len(values))
+            if self._left_at is not None and not errors:
+                self._peer = _peer_of(conn)
         except BaseException:
             await conn.disconnect()
             raise
         finally:
             await pool.release(conn)
-        if errors:
-            self._raise_reply_errors(errors, len(values))
+        return errors
 
-    async def _put_cluster(self, client: RedisCluster, values: Sequence[LatestValue]) -> None:
+    async def _put_cluster(self, client: RedisCluster, values: Sequence[LatestValue]) -> list[Any]:
         pipe = client.pipeline(transaction=False)
         for v in values:
             pipe.set(v.key, v.value, ex=v.ttl_s)
         results = await pipe.execute(raise_on_error=False)
-        errors = [str(r) for r in results if isinstance(r, Exception)]
-        for r in results:
-            if isinstance(r, _FATAL):
-                raise r
-            if isinstance(r, (RedisError, OSError)) and not isinstance(r, ResponseError):
-                raise r
-        if errors:
-            self._raise_reply_errors(errors, len(values))
+        return [r for r in results if isinstance(r, BaseException)]
 
-    def _raise_reply_errors(self, errors: list[str], total: int) -> None:
-        first = errors[0]
-        message = f"{self.description}: {len(errors)} of {total} SET commands failed: {first}"
-        if first.startswith(_FATAL_REPLY_PREFIXES):
-            raise StoreRejected(message)
-        raise StoreUnavailable(message)
+    async def _translate(self, exc: BaseException) -> Exception:
+        """The store error for a raised Redis error (leaving the node when it is lost)."""
+        kind = classify(exc)
+        if kind is ErrorKind.FATAL:
+            return StoreRejected(f"{self.description} refused the credentials: {describe(exc)}")
+        if kind is ErrorKind.NODE_LOST:
+            await self._leave_node(exc)
+        return StoreUnavailable(f"{self.description}: {describe(exc)}")
+
+    async def _reply_errors(self, errors: list[Any], total: int) -> Exception:
+        kind = worst(errors)
+        first = next(e for e in errors if classify(e) is kind)
+        message = f"{self.description}: {len(errors)} of {total} SET commands failed: "
+        message += describe(first)
+        if kind is ErrorKind.FATAL:
+            return StoreRejected(message)
+        if kind is ErrorKind.NODE_LOST:
+            await self._leave_node(first)
+        return StoreUnavailable(message)
+
+    async def _leave_node(self, exc: BaseException) -> None:
+        """Drop every pooled connection (or reload a cluster's slot map), so that the next
+        attempt resolves the configured name again and finds the node now behind it."""
+        reason = _reason(exc)
+        self.stats.node_resets += 1
+        self.stats.resets_by_reason[reason] += 1
+        if self._left_at is None:
+            self._left_at = time.monotonic()
+            logger.warning(
+                "redis %s: left the node (%s); reconnecting through the configured address",
+                self.description,
+                describe(exc),
+                extra={"event": "redis_node_left", "reason": reason},
+            )
+        with contextlib.suppress(RedisError, OSError):
+            if isinstance(self._client, RedisCluster):
+                await self._client.nodes_manager.initialize()
+            else:
+                await self._client.connection_pool.disconnect()
+
+    def _writing_again(self) -> None:
+        left_at, self._left_at = self._left_at, None
+        assert left_at is not None
+        peer, self._peer = self._peer, None
+        logger.warning(
+            "redis %s: writes accepted again%s, %.1f s after leaving the node",
+            self.description,
+            f" by {peer}" if peer else "",
+            time.monotonic() - left_at,
+            extra={"event": "redis_node_found", "peer": peer or ""},
+        )
 
     async def read(self, key: str) -> bytes | None:
         """Read one key (for the Redis check)."""
         try:
             value = await self._client.get(key)
-        except _FATAL as exc:
-            raise StoreRejected(f"{self.description} refused the credentials: {exc}") from exc
         except (RedisError, OSError) as exc:
-            raise StoreUnavailable(f"{self.description}: {type(exc).__name__}: {exc}") from exc
+            raise await self._translate(exc) from exc
         if value is None or isinstance(value, bytes):
             return value
         return str(value).encode()
 
     async def aclose(self) -> None:
         await self._client.aclose()
+
+
+def _reason(exc: BaseException) -> str:
+    """A short label for the node-reset counter: the reply's code, or ``connection``."""
+    code = describe(exc).split(" ", 1)[0]
+    return code if code.isupper() else "connection"
+
+
+def _peer_of(conn: Any) -> str | None:
+    """``host:port`` of the server at the other end of a redis-py connection, if known."""
+    writer = getattr(conn, "_writer", None)
+    peer = writer.get_extra_info("peername") if writer is not None else None
+    return f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) and len(peer) >= 2 else None
