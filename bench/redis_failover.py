@@ -80,7 +80,8 @@ class MovingName:
             with self.path.open("r+b") as f:
                 text = f.read()
                 ours = f" {self.name}\n".encode()
-                kept = b"".join(ln for ln in text.splitlines(keepends=True) if not ln.endswith(ours))
+                lines = text.splitlines(keepends=True)
+                kept = b"".join(ln for ln in lines if not ln.endswith(ours))
                 if kept and not kept.endswith(b"\n"):
                     kept += b"\n"
                 new = kept + line
@@ -114,10 +115,10 @@ class RedisFailoverPair:
 
     def __init__(self, *, port: int | None = None, extra_args: tuple[str, ...] = ()) -> None:
         self.port = port or free_port()
-        self.extra_args = extra_args
+        # A full resync starts at once (Redis 7 waits 5 s for more replicas by default).
+        args = ("--repl-diskless-sync-delay", "0", *extra_args)
         self.servers = [
-            RedisServerProcess(self.port, host=host, extra_args=extra_args)
-            for host in self.ADDRESSES
+            RedisServerProcess(self.port, host=host, extra_args=args) for host in self.ADDRESSES
         ]
         self.primary, self.replica = self.servers
         self.failovers = 0

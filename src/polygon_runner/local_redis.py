@@ -55,8 +55,9 @@ def _ping(port: int, timeout_s: float = 0.5, host: str = "127.0.0.1") -> bool:
     try:
         with socket.create_connection((host, port), timeout=timeout_s) as sock:
             sock.sendall(b"PING\r\n")
-            # A server with ``requirepass`` answers NOAUTH: up all the same.
-            return sock.recv(64).startswith((b"+PONG", b"-NOAUTH"))
+            # A server with ``requirepass`` answers NOAUTH, a replica cut off from its
+            # primary MASTERDOWN, one loading its dataset LOADING: up all the same.
+            return sock.recv(64).startswith((b"+PONG", b"-NOAUTH", b"-MASTERDOWN", b"-LOADING"))
     except OSError:
         return False
 
