@@ -122,6 +122,8 @@ class RedisFailoverPair:
         ]
         self.primary, self.replica = self.servers
         self.failovers = 0
+        self._sets_at_move = 0
+        self._moved_at = 0.0
 
     def client(self, server: RedisServerProcess, **options: Any) -> redis.Redis:
         return redis.Redis(host=server.host, port=self.port, socket_timeout=5, **options)
@@ -159,6 +161,9 @@ class RedisFailoverPair:
                 self.wait_in_sync()
             new_c.execute_command("REPLICAOF", "NO", "ONE")
             old_c.execute_command("REPLICAOF", new.host, str(self.port))
+            # Replication into the new primary has stopped, and clients reach it only
+            # through the name: every SET it executes from now on is a client's write.
+            self._sets_at_move = self.set_calls(new)
             if name is not None:
                 name.point(new.host)
             moved = time.monotonic()
@@ -166,7 +171,18 @@ class RedisFailoverPair:
                 old_c.execute_command("CLIENT", "UNPAUSE")
         self.primary, self.replica = new, old
         self.failovers += 1
+        self._moved_at = moved
         return moved
+
+    def wait_first_write(self, timeout_s: float = 30.0, poll_s: float = 0.002) -> float:
+        """Seconds from the last failover's name move to the first ``SET`` the new primary
+        executed (``INFO commandstats``, polled every ``poll_s``)."""
+        deadline = time.monotonic() + timeout_s
+        while self.set_calls(self.primary) <= self._sets_at_move:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"no write reached {self.primary} within {timeout_s} s")
+            time.sleep(poll_s)
+        return time.monotonic() - self._moved_at
 
     def set_calls(self, server: RedisServerProcess) -> int:
         """``SET`` commands the server has executed (``INFO commandstats``)."""
