@@ -207,7 +207,7 @@ async def test_redis_error_replies_are_surfaced_and_the_connection_stays_usable(
 ) -> None:
     """An OOM reply in the middle of a batch: counted, raised as StoreUnavailable, and the
     replies after it are still read (the next batch works on the same pool)."""
-    import polygon_adapters.redis_store as module
+    import polygon_adapters.redis_wire as module
 
     if portable:
         monkeypatch.setattr(module, "_NOT_ENOUGH_DATA", None)
