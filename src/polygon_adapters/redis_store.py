@@ -179,7 +179,7 @@ class RedisLatestStore:
         message = f"{self.description}: {len(errors)} of {total} SET commands failed: "
         message += describe(first)
         if kind is ErrorKind.FATAL:
-            return StoreRejected(message)
+            return StoreRejected(f"{self.description} refused the writes: {describe(first)}")
         if kind is ErrorKind.NODE_LOST:
             await self._leave_node(first)
         return StoreUnavailable(message)

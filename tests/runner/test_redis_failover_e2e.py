@@ -11,6 +11,7 @@ import signal
 from collections.abc import Iterator
 
 import pytest
+import redis
 import redis.asyncio as aioredis
 from bench.expected import wire_record_values
 from bench.redis_failover import MovingName, RedisFailoverPair, hosts_file_writable
@@ -18,7 +19,7 @@ from bench.redis_failover import MovingName, RedisFailoverPair, hosts_file_writa
 from polygon_runner.sim_config import SimulatorConfig
 from polygon_runner.simulator import PolygonSimulator
 from tests.helpers import eventually, missing_server
-from tests.redis_servers import free_port, redis_server_available
+from tests.redis_servers import RedisServerProcess, free_port, redis_server_available
 from tests.runner.test_service_e2e import (
     KEY_OF,
     delivered_latest,
@@ -146,3 +147,41 @@ async def test_the_service_writes_through_two_failovers(world, tmp_path) -> None
     assert sum("store unavailable" in m for m in messages) == 2
     print(f"service failover: first write after the name moved {gaps[0] * 1000:.0f} ms "
           f"(managed), {gaps[1] * 1000:.0f} ms (bare)")  # fmt: skip
+
+
+@pytest.mark.parametrize("case", ["WRONGPASS", "NOPERM"])
+async def test_refused_credentials_stop_the_service_with_one_clear_line(case, tmp_path) -> None:
+    """Not retried, not a traceback: one CRITICAL line naming the refusal, exit 1."""
+    if not redis_server_available():
+        missing_server("redis-server is not installed")
+    secret = "pw-refused-3e8a"
+    with RedisServerProcess(extra_args=("--requirepass", secret)) as server:
+        with redis.Redis.from_url(server.url, password=secret) as admin:
+            admin.acl_setuser("writer", enabled=True, passwords=[f"+{secret}"],
+                              keys=["*"], commands=["+@all", "-set"])  # fmt: skip
+        user = {"WRONGPASS": f":wrong-{secret}", "NOPERM": f"writer:{secret}"}[case]
+        config = SimulatorConfig(api_key=API_KEY, symbols=SYMBOLS, events_per_second=100.0)
+        log = tmp_path / "service.log"
+        async with PolygonSimulator(config) as sim:
+            env = {
+                "POLYGON_API_KEY": API_KEY,
+                "POLYGON_WS_SYMBOLS": ",".join(SYMBOLS),
+                "POLYGON_DISCOVER_TICKERS": "false",
+                "POLYGON_WS_HOST_REALTIME": sim.realtime_url,
+                "POLYGON_WS_HOST_DELAYED": sim.delayed_url,
+                "REDIS_URL": f"redis://{user}@127.0.0.1:{server.port}/0",
+                "HEALTH_PORT": str(free_port()),
+                "LOG_FORMAT": "json",
+            }
+            proc = await start_service(env, log)
+            try:
+                assert await asyncio.wait_for(proc.wait(), timeout=30) == 1
+            finally:
+                if proc.returncode is None:
+                    proc.kill()
+                    await proc.wait()
+    text = log.read_text()
+    critical = [json.loads(ln) for ln in text.splitlines() if '"level":"CRITICAL"' in ln]
+    assert len(critical) == 1, text[-3000:]
+    assert case in critical[0]["msg"] and "refused" in critical[0]["msg"]
+    assert "Traceback" not in text and secret not in text
