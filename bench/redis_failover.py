@@ -113,10 +113,19 @@ class RedisFailoverPair:
 
     ADDRESSES = ("127.0.0.2", "127.0.0.3")
 
-    def __init__(self, *, port: int | None = None, extra_args: tuple[str, ...] = ()) -> None:
+    def __init__(
+        self,
+        *,
+        port: int | None = None,
+        extra_args: tuple[str, ...] = (),
+        password: str | None = None,
+    ) -> None:
         self.port = port or free_port()
+        self.password = password
         # A full resync starts at once (Redis 7 waits 5 s for more replicas by default).
         args = ("--repl-diskless-sync-delay", "0", *extra_args)
+        if password is not None:
+            args += ("--requirepass", password, "--masterauth", password)
         self.servers = [
             RedisServerProcess(self.port, host=host, extra_args=args) for host in self.ADDRESSES
         ]
@@ -126,7 +135,9 @@ class RedisFailoverPair:
         self._moved_at = 0.0
 
     def client(self, server: RedisServerProcess, **options: Any) -> redis.Redis:
-        return redis.Redis(host=server.host, port=self.port, socket_timeout=5, **options)
+        return redis.Redis(
+            host=server.host, port=self.port, password=self.password, socket_timeout=5, **options
+        )
 
     def start(self) -> RedisFailoverPair:
         for server in self.servers:
