@@ -16,9 +16,16 @@ slot's node.
 
 Timeouts and retries are explicit: connect 2 s, read/write 5 s, and two quick retries with
 exponential backoff inside redis-py for its own commands (``from_url`` has no retries by
-default); the flush loop adds its own backoff on top. Connection errors and timeouts become
-:class:`~polygon_core.errors.StoreUnavailable`; authentication and permission errors become
-:class:`~polygon_core.errors.StoreRejected`.
+default); the flush loop adds its own backoff on top. Connection errors, timeouts and error
+replies become :class:`~polygon_core.errors.StoreUnavailable`; authentication and permission
+errors become :class:`~polygon_core.errors.StoreRejected`.
+
+Failover: when the node stops being the writable primary (``READONLY``, ``MASTERDOWN``,
+``LOADING``, ``CLUSTERDOWN``, ``TRYAGAIN``, a reset or timeout; see
+:mod:`polygon_adapters.redis_errors`) every pooled connection is dropped, so the next
+attempt resolves the URL's host name again (a managed primary endpoint moves on failover);
+on a cluster the slot map is reloaded. One WARNING marks leaving the node, one the first
+write accepted again (with the new node's address); ``stats`` counts the resets by reason.
 """
 
 from __future__ import annotations
@@ -90,6 +97,7 @@ class RedisLatestStore:
         self.stats = RedisStoreStats()
         self._left_at: float | None = None
         self._peer: str | None = None
+        self._has_written = False
 
     @classmethod
     def from_url(
@@ -138,6 +146,7 @@ class RedisLatestStore:
             raise await self._translate(exc) from exc
         if errors:
             raise await self._reply_errors(errors, len(values))
+        self._has_written = True
         if self._left_at is not None:
             self._writing_again()
 
@@ -190,7 +199,7 @@ class RedisLatestStore:
         reason = _reason(exc)
         self.stats.node_resets += 1
         self.stats.resets_by_reason[reason] += 1
-        if self._left_at is None:
+        if self._left_at is None and self._has_written:  # (no node to leave before that)
             self._left_at = time.monotonic()
             logger.warning(
                 "redis %s: left the node (%s); reconnecting through the configured address",
