@@ -183,15 +183,16 @@ class RedisLatestStore:
         return StoreUnavailable(f"{self.description}: {describe(exc)}")
 
     async def _reply_errors(self, errors: list[Any], total: int) -> Exception:
+        """The store error for a batch's error replies (the gravest kind decides)."""
         kind = worst(errors)
         first = next(e for e in errors if classify(e) is kind)
-        message = f"{self.description}: {len(errors)} of {total} SET commands failed: "
-        message += describe(first)
         if kind is ErrorKind.FATAL:
             return StoreRejected(f"{self.description} refused the writes: {describe(first)}")
         if kind is ErrorKind.NODE_LOST:
             await self._leave_node(first)
-        return StoreUnavailable(message)
+        return StoreUnavailable(
+            f"{self.description}: {len(errors)} of {total} SET commands failed: {describe(first)}"
+        )
 
     async def _leave_node(self, exc: BaseException) -> None:
         """Drop every pooled connection (or reload a cluster's slot map), so that the next
