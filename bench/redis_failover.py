@@ -13,8 +13,9 @@ The two servers listen on the same port on two loopback addresses (``127.0.0.2``
 replica of the first. The name is a line of ``/etc/hosts``, which glibc's resolver reads
 again on every lookup (``getaddrinfo``, so every new connection), as a managed endpoint's
 DNS record with a short TTL. :class:`MovingName` edits the file only under an exclusive lock,
-only ever touches its own line (a name unique to the process), keeps every other byte where
-it was (so that concurrent lookups of other names never see a torn file), and removes its
+only ever touches its own line (a name unique to the process) and the lines of such names
+whose process is gone (a run killed before its clean-up), keeps every other byte where it
+was (so that concurrent lookups of other names never see a torn file), and removes its
 line on exit: the file is then byte for byte what it was.
 
 :meth:`RedisFailoverPair.failover` does what ElastiCache and MemoryDB do for a planned
@@ -31,6 +32,7 @@ from __future__ import annotations
 import fcntl
 import itertools
 import os
+import re
 import time
 from pathlib import Path
 from types import TracebackType
@@ -46,10 +48,25 @@ HOSTS_FILE = Path("/etc/hosts")
 _LOCK_FILE = Path("/tmp/polygon-sink-hosts.lock")
 _SUFFIX = ".polygon-sink.test"
 _serial = itertools.count(1)
+_OURS = re.compile(rb" [a-z-]+-(\d+)-\d+" + re.escape(_SUFFIX.encode()) + rb"\n?$")
 
 
 def hosts_file_writable(path: Path = HOSTS_FILE) -> bool:
     return os.access(path, os.W_OK)
+
+
+def _stale(line: bytes) -> bool:
+    """A line of a name of ours whose process is gone (a run killed before its clean-up)."""
+    match = _OURS.search(line)
+    if match is None:
+        return False
+    try:
+        os.kill(int(match.group(1)), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False
 
 
 class MovingName:
@@ -81,7 +98,7 @@ class MovingName:
                 text = f.read()
                 ours = f" {self.name}\n".encode()
                 lines = text.splitlines(keepends=True)
-                kept = b"".join(ln for ln in lines if not ln.endswith(ours))
+                kept = b"".join(ln for ln in lines if not ln.endswith(ours) and not _stale(ln))
                 if kept and not kept.endswith(b"\n"):
                     kept += b"\n"
                 new = kept + line
