@@ -7,7 +7,6 @@ from typing import Literal
 
 __all__ = [
     "FULL",
-    "LATENCY_EVENTS_PER_FRAME",
     "LATENCY_RATES",
     "LATENCY_SYMBOLS",
     "QUICK",
@@ -17,9 +16,11 @@ __all__ = [
 ]
 
 LATENCY_SYMBOLS = 500
-LATENCY_EVENTS_PER_FRAME = 10
-LATENCY_RATES = {"3a": 5_000, "3b": 20_000, "3c": 200_000}
-"""Workload 3's rates (events/s, both hosts together) by key."""
+LATENCY_RATES = {"3a": (5_000, 10), "3b": (20_000, 10), "3c": (200_000, 50)}
+"""Workload 3's rates (events/s, both hosts together) and events per frame, by key. At
+200,000 events/s, frames of 10 would take the two simulators alone ~1.6 of the machine's
+two cores (a send per 10 events); frames of 50 (what a busy feed packs, each sent at most
+1 ms after its oldest event fell due) leave the machine to the writer under test."""
 
 Client = Literal["sink", "comparator", "null", "reference"]
 
@@ -87,9 +88,9 @@ def workloads(sizes: Sizes) -> list[Workload]:
     # time is max(now, previous + 1) per symbol, so more than ~1000 events/s per symbol and
     # host would run the times ahead of the clock. Each rate runs the reference writer
     # first, then the sink, so that every latency has its floor from the same minutes.
-    lat, t, epf = LATENCY_SYMBOLS, sizes.latency_s, LATENCY_EVENTS_PER_FRAME
+    lat, t = LATENCY_SYMBOLS, sizes.latency_s
     latency: list[Workload] = []
-    for key, rate in LATENCY_RATES.items():
+    for key, (rate, epf) in LATENCY_RATES.items():
         label = f"{lat} sym @ {rate // 1000}k ev/s, {epf}/frame"
         n = int(rate * t)
         latency += [
