@@ -33,8 +33,9 @@ from polygon_adapters.memory import InMemoryArchive, ManualClock
 from polygon_adapters.s3_archive import S3MultipartArchive, S3RetryPolicy
 from polygon_adapters.s3_markers import marker_metadata
 from polygon_adapters.s3_upload import open_s3_client
+from polygon_core.archive_lines import archive_line
 from polygon_core.archive_policy import UploadedPart, completable_parts, lookback_folders
-from polygon_core.codec import archive_line, decode_frame
+from polygon_core.codec import decode_frame
 from polygon_core.events import Channel
 from polygon_core.ports import RawArchive
 from polygon_core.rotation import (
@@ -600,7 +601,7 @@ CRASHING_WRITER = textwrap.dedent(
     from polygon_adapters.memory import ManualClock
     from polygon_adapters.s3_archive import S3MultipartArchive
     from polygon_adapters.s3_upload import open_s3_client
-    from polygon_core.codec import archive_line
+    from polygon_core.archive_lines import archive_line
     from polygon_core.events import Channel
     from polygon_core.rotation import RotationPolicy
 
