@@ -99,8 +99,8 @@ class Round:
     lost_s: dict[str, float] = field(default_factory=dict)
     lost_bytes: dict[str, int] = field(default_factory=dict)
     uploaded_at_kill_bytes: int = 0
-    cut_lines: int = 0
-    """Cut-short last lines of recovered objects (not counted as archived)."""
+    bad_lines: int = 0
+    """Lines in S3 that do not parse as JSON (parts end on line ends: must be 0)."""
     recovery: tuple[int, int, int] | None = None
     """The restarted service's start-up recovery: uploads completed, aborted, markers
     removed (from its log)."""
@@ -181,11 +181,11 @@ def s3_state(s3: Any, bucket: str) -> tuple[dict[str, int], dict[str, list[Uploa
 
 def archive_lines(s3: Any, bucket: str, split_iso: str) -> tuple[dict, dict, dict, int]:
     """Lines per channel with ``ingestTs`` before / from ``split_iso``, the mean line size
-    per channel, and the number of cut-short lines (the last of a recovered object)."""
+    per channel, and the number of lines that do not parse as JSON (there must be none)."""
     before: dict[str, int] = dict.fromkeys(CHANNELS, 0)
     after: dict[str, int] = dict.fromkeys(CHANNELS, 0)
     nbytes: dict[str, int] = dict.fromkeys(CHANNELS, 0)
-    cut = 0
+    bad = 0
     objects, _ = s3_state(s3, bucket)
     for key in objects:
         if not key.endswith(".ndjson"):
@@ -197,7 +197,7 @@ def archive_lines(s3: Any, bucket: str, split_iso: str) -> tuple[dict, dict, dic
             try:
                 head = _HEAD.decode(line)
             except msgspec.DecodeError:
-                cut += 1
+                bad += 1
                 continue
             nbytes[head.channel] += len(line) + 1
             if head.ingestTs < split_iso:
@@ -205,7 +205,7 @@ def archive_lines(s3: Any, bucket: str, split_iso: str) -> tuple[dict, dict, dic
             else:
                 after[head.channel] += 1
     mean = {ch: nbytes[ch] / max(1, before[ch] + after[ch]) for ch in CHANNELS}
-    return before, after, mean, cut
+    return before, after, mean, bad
 
 
 def redis_times(client: redis.Redis, keys: list[str]) -> list[int | None]:
@@ -343,7 +343,7 @@ async def crash_round(cfg: CrashConfig, servers: Servers, name: str) -> Round:
     result.markers_left = sum(1 for k in final if k.endswith("/" + MARKER))
     result.recovered_bytes = sum(final.get(k, 0) for k, size in expected.items() if size)
     counted = await asyncio.to_thread(archive_lines, s3, bucket, split_iso)
-    before, after, line_bytes, result.cut_lines = counted
+    before, after, line_bytes, result.bad_lines = counted
     result.archived = before
     result.restart_archived = sum(after.values())
     for ch in CHANNELS:
@@ -413,6 +413,8 @@ def _judge(result: Round, expected: dict[str, int], final: dict[str, int], log: 
         result.problems.append(
             f"left behind: {result.uploads_left} open uploads, {result.markers_left} markers"
         )
+    if result.bad_lines:
+        result.problems.append(f"{result.bad_lines} lines in S3 do not parse as JSON")
     short = [k for k, size in expected.items() if size and final.get(k, 0) < size]
     if short:
         result.problems.append(f"objects smaller than their uploaded parts at the kill: {short}")
@@ -459,14 +461,14 @@ def render(rounds: list[Round], cfg: CrashConfig) -> str:
         "",
         "S3 recovery by the restarted service, and what it left behind after its SIGTERM stop",
         "round  uploaded at kill (MiB)  in S3 after (MiB)  completed/aborted/markers  "
-        "exit  open uploads  markers",
+        "exit  open uploads  markers  unparsable lines",
     ]
     for i, r in enumerate(rounds, 1):
         recovery = "-" if r.recovery is None else "/".join(map(str, r.recovery))
         out.append(
             f"{i:>5}  {r.uploaded_at_kill_bytes / 2**20:>22.1f}  "
             f"{r.recovered_bytes / 2**20:>17.1f}  {recovery:>25}  {r.restart_exit!s:>4}  "
-            f"{r.uploads_left:>12}  {r.markers_left:>7}"
+            f"{r.uploads_left:>12}  {r.markers_left:>7}  {r.bad_lines:>16}"
         )
     out += [
         "",

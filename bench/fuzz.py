@@ -13,8 +13,8 @@ against an independent reading (stdlib ``json``, SPEC §2's rules written plainl
 * each event's record has SPEC §2's fields in order with the wire's values and number types,
   and its key and TTL are the schema's;
 * every AM/FMV/T/Q element is archived; each archive line is one line of valid JSON whose
-  tail is the element's bytes and whose fields are the element's (and, where the codec has
-  ``archive_blocks``, its per-channel blocks equal those lines joined);
+  tail is the element's bytes and whose fields are the element's, and ``archive_blocks``'s
+  per-channel blocks equal those lines joined;
 * conflation never lets an older event time replace a newer one, drains the newest (latest
   arrival on ties) per key, and requeues exactly what a model says.
 
@@ -47,8 +47,9 @@ from bench.fuzz_frames import (
     reference_read,
     symbol_ok,
 )
-from polygon_core import codec, conflation, keys, mappers
-from polygon_core.codec import DecodedFrame, FrameDecoder, RejectReason, archive_line, decode_frame
+from polygon_core import archive_lines, codec, conflation, keys, mappers
+from polygon_core.archive_lines import archive_blocks, archive_line
+from polygon_core.codec import DecodedFrame, FrameDecoder, RejectReason, decode_frame
 from polygon_core.conflation import EventConflation
 from polygon_core.events import Channel, event_time
 from polygon_core.keys import KEY_PREFIXES, TtlPolicy, is_valid_symbol, key_for
@@ -321,11 +322,8 @@ class FrameChecker:
             self.check_line(line, channel, symbol, body, element, data, label)
 
     def blocks(self, frame: DecodedFrame, data: bytes, label: str) -> None:
-        """``codec.archive_blocks`` (where the codec has it): the frame's lines joined per
-        channel must equal its :func:`archive_line` lines, byte for byte."""
-        archive_blocks = getattr(codec, "archive_blocks", None)
-        if archive_blocks is None:
-            return
+        """``archive_blocks``: the frame's lines joined per channel must equal its
+        :func:`archive_line` lines, byte for byte."""
         lines: dict[Channel, list[bytes]] = {}
         for channel, symbol, raw in frame.archive:
             lines.setdefault(channel, []).append(archive_line(channel, symbol, INGEST_TS, raw))
@@ -442,7 +440,7 @@ class FrameChecker:
 
 def _core_digest() -> str:
     digest = hashlib.sha256()
-    for module in (codec, conflation, keys, mappers):
+    for module in (codec, archive_lines, conflation, keys, mappers):
         digest.update(Path(str(module.__file__)).read_bytes())
     return digest.hexdigest()[:12]
 
@@ -540,7 +538,7 @@ def render(report: FuzzReport) -> str:
         ("other breaches (must be 0)", f"{report.other_breaches:,}"),
         ("elapsed s", f"{report.elapsed_s:.1f}"),
         ("frames/s", f"{report.frames / report.elapsed_s:,.0f}" if report.elapsed_s else "-"),
-        ("core sha256 (codec, conflation, keys, mappers)", report.core_digest),
+        ("core sha256 (codec, archive_lines, conflation, keys, mappers)", report.core_digest),
     ]  # fmt: skip
     width = max(len(name) for name, _ in rows)
     lines = [f"{name:<{width}}  {value:>12}" for name, value in rows]

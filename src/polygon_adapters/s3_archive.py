@@ -2,9 +2,10 @@
 
 ``append`` runs on the socket reader. It only files the line into its channel's open
 object (opened lazily, on the first line), rotates the object when the window changed or
-the line would take it over ``S3_MAX_OBJECT_BYTES``, and cuts parts of exactly the
-effective part size off the buffer's front (parts may end mid-line; the last part of an
-object takes the rest). It never awaits and never blocks.
+the line would take it over ``S3_MAX_OBJECT_BYTES``, and cuts a part at the first line end
+at or past the effective part size (every part holds whole lines, all but the last at
+least the part size; the last part of an object takes the rest). It never awaits and never
+blocks.
 
 The background work runs in :meth:`S3MultipartArchive.run` (or :meth:`start`): a supervisor
 that rotates objects at their window's end even when no line arrives, and one task per

@@ -102,8 +102,9 @@ class ArchiveObject:
         self.wake = asyncio.Event()
 
     def add(self, lines: bytes, count: int, part_size: int) -> None:
-        """Write ``lines`` (``count`` line ends) and cut every part that reaches exactly
-        ``part_size`` bytes (a part may end mid-line)."""
+        """Write ``lines`` (``count`` line ends; they end with one) and cut a part at the
+        first line end at or past ``part_size`` bytes, so every part holds whole lines and
+        all but the last are at least ``part_size`` (S3's 5 MiB minimum)."""
         n = len(lines)
         room = part_size - self.filled
         if n < room:
@@ -114,10 +115,10 @@ class ArchiveObject:
         view = memoryview(lines)
         start = 0
         while n - start >= room:
-            end = start + room
+            end = lines.find(b"\n", start + room - 1) + 1  # found: lines end with one
             head = lines.count(b"\n", start, end)
             self.part.write(view[start:end])
-            self.filled += room
+            self.filled += end - start
             self.part_lines += head
             count -= head
             self._cut()

@@ -9,13 +9,13 @@ The names re-exported here are the stable public API.
 
 from __future__ import annotations
 
+from polygon_core.archive_lines import archive_line
 from polygon_core.codec import (
     ArchiveEntry,
     DecodedFrame,
     FrameDecoder,
     Reject,
     RejectReason,
-    archive_line,
     decode_frame,
 )
 from polygon_core.conflation import ConflationBuffer

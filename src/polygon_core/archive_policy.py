@@ -6,14 +6,13 @@
 
 Crash recovery
     Parts of one object are uploaded concurrently, so after a crash any subset of them may
-    be in S3, and parts are cut at ``part_size_bytes`` whatever the line boundaries. Joining
-    parts across a gap could glue the head of one line to the tail of another and make a
-    *valid* JSON line with wrong values, so only the run of parts ``1, 2, ..., k`` without a
-    gap is completed; parts after a gap are discarded (S3 deletes the parts a completion
-    does not name). The run also stops after the first part smaller than 5 MiB (only the
-    last part may be that small). If part 1 is missing nothing can be completed and the
-    upload is aborted. The completed object's last line is usually cut short (the part
-    ended mid-line); JSON readers skip it (``ignore.malformed.json``).
+    be in S3. Every part ends on a line end (the adapter cuts at the first line end past
+    ``part_size_bytes``), so any run of parts holds whole lines; still only the run of
+    parts ``1, 2, ..., k`` without a gap is completed, so a recovered object is a prefix of
+    what was written, in order, with nothing missing in its middle; parts after a gap are
+    discarded (S3 deletes the parts a completion does not name). The run also stops after
+    the first part smaller than 5 MiB (only the last part may be that small). If part 1 is
+    missing nothing can be completed and the upload is aborted.
 
 No I/O, no clock: time comes in as epoch milliseconds.
 """

@@ -1,18 +1,14 @@
-"""Frame decoding and NDJSON archive lines.
+"""Frame decoding.
 
 :func:`decode_frame` turns one WebSocket frame (a JSON array of heterogeneous elements)
 into typed events, status messages and rejects. It never raises: every element ends up as
 exactly one of an event, a status or a reject with a reason, and one bad element never
 sinks the others in its frame (each element is decoded on its own from a
 ``list[msgspec.Raw]`` first pass, so the raw bytes of every element are at hand for the
-archive without re-encoding).
-
-:func:`archive_line` builds SPEC §3's NDJSON line from those raw bytes:
-``{"channel":..,"symbol":..,"ingestTs":..,<the wire fields exactly as received>}``;
-:func:`archive_blocks` builds a frame's lines joined per channel, byte for byte the same.
-On the whole-frame fast path the elements' bytes come from splitting the frame at its
-``},{`` boundaries (one C pass) instead of a second JSON pass, when that split provably
-finds exactly the element boundaries (see ``_bodies``).
+archive without re-encoding). On the whole-frame fast path the elements' bytes come from
+splitting the frame at its ``},{`` boundaries (one C pass) instead of a second JSON pass,
+when that split provably finds exactly the element boundaries (see ``_bodies``).
+:mod:`polygon_core.archive_lines` builds SPEC §3's NDJSON lines from those bytes.
 """
 
 from __future__ import annotations
@@ -39,8 +35,6 @@ __all__ = [
     "FrameDecoder",
     "Reject",
     "RejectReason",
-    "archive_blocks",
-    "archive_line",
     "decode_frame",
 ]
 
@@ -101,7 +95,7 @@ class DecodedFrame(msgspec.Struct):
     def archive(self) -> list[ArchiveEntry]:
         """Every AM/FMV/T/Q element, accepted or not, in arrival order; filled only when
         decoding with ``keep_raw=True``. Built anew from ``bodies`` on each access (the
-        ingest path uses :func:`archive_blocks` instead)."""
+        ingest path uses :func:`~polygon_core.archive_lines.archive_blocks` instead)."""
         bodies = self.bodies
         if bodies is None:
             return self.entries
@@ -326,107 +320,3 @@ def decode_frame(
 ) -> DecodedFrame:
     """Decode one frame with a shared :class:`FrameDecoder`. Never raises."""
     return _default_decoder.decode(data, keep_raw=keep_raw)
-
-
-_encode_str = msgspec.json.Encoder().encode
-_LINE_PREFIX = {c: b'{"channel":"' + c.value.encode() + b'","symbol":' for c in Channel}
-
-
-def archive_line(
-    channel: Channel, symbol: str | None, ingest_ts: bytes, raw: msgspec.Raw | bytes
-) -> bytes:
-    """SPEC §3's NDJSON line for one element, ending in ``\\n``.
-
-    ``ingest_ts`` is the already formatted ``iso_ms`` time as bytes (format it once per
-    frame). The element's own fields follow byte for byte, ``ev`` and ``sym`` included,
-    except that line breaks between its tokens become spaces, so the line stays one line
-    (a raw line break cannot occur inside a JSON string, so nothing else changes).
-    """
-    data = raw if type(raw) is bytes else bytes(raw)
-    if b"\n" in data or b"\r" in data:
-        data = data.translate(_BREAKS_TO_SPACES)
-    body = memoryview(data)
-    if len(body) > 1 and body[1] == 0x22:  # the usual shape: {"ev":... (no whitespace, not empty)
-        head = _HEADS.get((channel, symbol))
-        if head is None:
-            head = _head(channel, symbol)
-        return b"".join((head, ingest_ts, b'",', body[1:], b"\n"))
-    start = 1  # skip the element's opening brace and any whitespace after it
-    end = len(body)
-    while start < end and body[start] in b" \t\r\n":
-        start += 1
-    sep = b"" if start < end and body[start] == 0x7D else b","  # "}" means an empty object
-    return b"".join((_head(channel, symbol), ingest_ts, b'"', sep, body[start:], b"\n"))
-
-
-_BREAKS_TO_SPACES = bytes.maketrans(b"\r\n", b"  ")
-
-
-_HEADS: dict[tuple[Channel, str | None], bytes] = {}
-_HEADS_LIMIT = 1 << 16
-
-
-def _head(channel: Channel, symbol: str | None) -> bytes:
-    """``{"channel":..,"symbol":..,"ingestTs":"`` for a channel and symbol (cached)."""
-    head = b"".join(
-        (
-            _LINE_PREFIX[channel],
-            b"null" if symbol is None else _encode_str(symbol),
-            b',"ingestTs":"',
-        )
-    )
-    if len(_HEADS) >= _HEADS_LIMIT:
-        _HEADS.clear()
-    _HEADS[(channel, symbol)] = head
-    return head
-
-
-_LINE_JOINS: dict[Channel, dict[str, bytes]] = {c: {} for c in Channel}
-"""Per channel and symbol: ``}\n`` + the line head (the end of the previous line first)."""
-
-
-def archive_blocks(frame: DecodedFrame, ingest_ts: bytes) -> list[tuple[Channel, bytes, int]]:
-    """A frame's archive lines joined per channel: ``(channel, lines, line count)``, in
-    order of each channel's first element. Each block equals the :func:`archive_line` of
-    its elements joined, byte for byte; ``ingest_ts`` as there.
-    """
-    bodies = frame.bodies
-    if bodies is None:
-        chunks: dict[Channel, list[bytes]] = {}
-        for channel, symbol, raw in frame.entries:
-            line = archive_line(channel, symbol, ingest_ts, raw)
-            lines = chunks.get(channel)
-            if lines is None:
-                chunks[channel] = [line]
-            else:
-                lines.append(line)
-        return [(channel, b"".join(lines), len(lines)) for channel, lines in chunks.items()]
-    # Each element adds: "}\n" + head, the stamp, its body; the first head loses its "}\n"
-    # and the block ends with "}\n".
-    stamp = ingest_ts + b'",'
-    parts: dict[Channel, list[bytes]] = {}
-    joins = _LINE_JOINS
-    for event, body in zip(frame.events, bodies, strict=True):
-        channel = event.channel
-        join = joins[channel].get(event.symbol)
-        if join is None:
-            join = _join(channel, event.symbol)
-        pieces = parts.get(channel)
-        if pieces is None:
-            parts[channel] = [join[2:], stamp, body]
-        else:
-            pieces += (join, stamp, body)
-    blocks: list[tuple[Channel, bytes, int]] = []
-    for channel, pieces in parts.items():
-        count = len(pieces) // 3
-        pieces.append(b"}\n")
-        blocks.append((channel, b"".join(pieces), count))
-    return blocks
-
-
-def _join(channel: Channel, symbol: str) -> bytes:
-    joins = _LINE_JOINS[channel]
-    if len(joins) >= _HEADS_LIMIT:
-        joins.clear()
-    join = joins[symbol] = b"}\n" + _head(channel, symbol)
-    return join

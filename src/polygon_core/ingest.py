@@ -25,8 +25,9 @@ import logging
 from collections import Counter
 from collections.abc import Callable, Iterator
 
+from polygon_core.archive_lines import archive_blocks
 from polygon_core.backoff import backoff_delays
-from polygon_core.codec import DecodedFrame, archive_blocks
+from polygon_core.codec import DecodedFrame
 from polygon_core.conflation import EventConflation
 from polygon_core.errors import StoreUnavailable
 from polygon_core.events import Channel, MarketEvent
@@ -34,7 +35,7 @@ from polygon_core.flush_policy import FlushPolicy
 from polygon_core.keys import TtlPolicy
 from polygon_core.mappers import encode_record
 from polygon_core.ports import Clock, LatestStore, LatestValue, RawArchive, Scheduler
-from polygon_core.timestamps import iso_ms
+from polygon_core.timestamps import iso_ms, iso_ms_bytes
 
 __all__ = ["FlushStats", "Ingest"]
 
@@ -154,7 +155,7 @@ class Ingest:
         archive = self._archive
         if archive is not None and (frame.bodies or frame.entries):
             archived = self.archived_by_channel
-            for channel, lines, count in archive_blocks(frame, iso_ms(receive_ms).encode()):
+            for channel, lines, count in archive_blocks(frame, iso_ms_bytes(receive_ms)):
                 archive.append(channel, lines, receive_ms, count)
                 archived[channel] += count
         after = len(buffer)

@@ -34,11 +34,12 @@ Multipart limits (Amazon S3 User Guide, "Amazon S3 multipart upload limits")
     - at most 5 TiB per object.
 
     ``effective_part_size`` raises the configured part size until an object of
-    ``max_object_bytes`` fits in 10,000 parts. The adapter cuts a part as soon as
-    ``part_ready(len(buffer))`` and uploads exactly ``part_size_bytes`` from the
-    front of the buffer (parts need not end on a line boundary), keeping the rest;
-    on completion the remainder is the last part. Every part except the last is then
-    exactly ``part_size_bytes``, as ``plan_parts`` describes.
+    ``max_object_bytes`` fits in 10,000 parts. The adapter cuts a part at the first
+    line end at or past ``part_size_bytes`` (``part_ready``), so every part holds
+    whole lines and every part but the last is at least ``part_size_bytes`` (at most
+    one line more); on completion the remainder is the last part. An object of
+    ``max_object_bytes`` then still takes at most 10,000 parts. ``plan_parts`` gives
+    the sizes of the same object cut at exact multiples (an upper bound on the count).
 
     Empty objects: ``CompleteMultipartUpload`` needs at least one part, and
     ``plan_parts(0, ...)`` is ``[]``. An upload holding no data (possible only after a

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 
-__all__ = ["iso_ms", "to_epoch_ms"]
+__all__ = ["iso_ms", "iso_ms_bytes", "to_epoch_ms"]
 
 
 def iso_ms(epoch_ms: int) -> str:
@@ -15,6 +15,24 @@ def iso_ms(epoch_ms: int) -> str:
     epoch_ms = max(int(epoch_ms), 0)
     seconds, millis = divmod(epoch_ms, 1000)
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds)) + f".{millis:03d}Z"
+
+
+_MILLIS = tuple(b".%03dZ" % ms for ms in range(1000))
+_SECONDS: dict[int, bytes] = {}
+"""``YYYY-MM-DDTHH:MM:SS`` of the last few seconds formatted (bounded)."""
+
+
+def iso_ms_bytes(epoch_ms: int) -> bytes:
+    """``iso_ms(epoch_ms).encode()``, formatting the date and time once per second (the
+    archive stamps every frame, and the frames of one second share that part)."""
+    epoch_ms = max(int(epoch_ms), 0)
+    seconds, millis = divmod(epoch_ms, 1000)
+    head = _SECONDS.get(seconds)
+    if head is None:
+        if len(_SECONDS) >= 8:
+            _SECONDS.clear()
+        head = _SECONDS[seconds] = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds)).encode()
+    return head + _MILLIS[millis]
 
 
 def to_epoch_ms(value: int | float) -> float:

@@ -25,16 +25,18 @@ from typing import Any
 import msgspec
 import pytest
 from botocore.exceptions import ClientError
-from hypothesis import settings
+from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, rule, run_state_machine_as_test
 
 from polygon_adapters.memory import InMemoryArchive, ManualClock
 from polygon_adapters.s3_archive import S3MultipartArchive, S3RetryPolicy
 from polygon_adapters.s3_markers import marker_metadata
+from polygon_adapters.s3_objects import ArchiveObject
 from polygon_adapters.s3_upload import open_s3_client
+from polygon_core.archive_lines import archive_line
 from polygon_core.archive_policy import UploadedPart, completable_parts, lookback_folders
-from polygon_core.codec import archive_line, decode_frame
+from polygon_core.codec import decode_frame
 from polygon_core.events import Channel
 from polygon_core.ports import RawArchive
 from polygon_core.rotation import (
@@ -205,6 +207,33 @@ def test_budget_below_one_part_is_refused() -> None:
             object(), bucket="b", prefix="p", hostname="h", policy=policy,
             clock=ManualClock(), max_buffer_bytes=MIB,
         )  # fmt: skip
+
+
+@given(
+    st.lists(st.lists(st.integers(1, 300), min_size=1, max_size=6), max_size=30),
+    st.integers(1, 500),
+)
+def test_parts_end_on_line_ends(blocks: list[list[int]], part_size: int) -> None:
+    """Appended blocks of lines (random lengths) are cut at the first line end at or past
+    the part size: every part holds whole lines, all but the last reach the part size and
+    pass it by less than their last line, and the parts rejoin into what was written."""
+    obj = ArchiveObject(Channel.T, window_at(T0_MS), 1, "k", "m", T0_MS, 0.0)
+    written = []
+    for block in blocks:
+        lines = b"".join(b"x" * (n - 1) + b"\n" for n in block)
+        obj.add(lines, len(block), part_size)
+        written.append(lines)
+    obj.finish()
+    parts = list(obj.ready)
+    assert b"".join(p.data.getvalue() for p in parts) == b"".join(written)
+    assert [p.number for p in parts] == list(range(1, len(parts) + 1))
+    for i, part in enumerate(parts):
+        data = part.data.getvalue()
+        assert part.size == len(data) and part.lines == data.count(b"\n")
+        assert data.endswith(b"\n")
+        if i < len(parts) - 1:
+            last_line = len(data) - data.rfind(b"\n", 0, len(data) - 1) - 1
+            assert part_size <= len(data) < part_size + last_line
 
 
 # -- the RawArchive contract: every adapter, read back around it ------------------------------
@@ -600,7 +629,7 @@ CRASHING_WRITER = textwrap.dedent(
     from polygon_adapters.memory import ManualClock
     from polygon_adapters.s3_archive import S3MultipartArchive
     from polygon_adapters.s3_upload import open_s3_client
-    from polygon_core.codec import archive_line
+    from polygon_core.archive_lines import archive_line
     from polygon_core.events import Channel
     from polygon_core.rotation import RotationPolicy
 
@@ -680,11 +709,17 @@ async def test_recovery_after_sigkill_completes_aborts_and_cleans_up(
     assert await open_uploads(client, bucket) == []
     found = await objects(client, bucket)
     assert list(found) == [t_key]
-    assert len(found[t_key]) == 10 * MIB  # the two uploaded parts; the rest died with it
-    *whole, cut = found[t_key].split(b"\n")
-    assert len(whole) == 160
-    assert all(msgspec.json.decode(line)["channel"] == "T" for line in whole)
-    assert cut and not cut.endswith(b"}")  # the last line is cut short
+    # the two uploaded parts, each cut at the first line end past 5 MiB: whole lines only,
+    # the first ones written, in order; the rest died with the writer
+    written = [
+        archive_line(Channel.T, "X", b"ts", b'{"ev":"T","n":%d,"pad":"%s"}' % (i, b"t" * 65400))
+        for i in range(176)
+    ]
+    per_part = -(-5 * MIB // len(written[0]))  # lines of one part (all lines are equal)
+    assert found[t_key] == b"".join(written[: 2 * per_part])
+    *whole, end = found[t_key].split(b"\n")
+    assert end == b"" and len(whole) == 2 * per_part
+    assert [msgspec.json.decode(line)["n"] for line in whole] == list(range(2 * per_part))
     assert archive.stats.recovered_completed == 1 and archive.stats.recovered_aborted == 1
 
     # a restart in the same window continues the numbering instead of overwriting seq 1

@@ -3,7 +3,8 @@
 The real service is SIGKILLed once S3 holds at least one uploaded part, then restarted with
 the same environment and stopped with SIGTERM. The restarted service must exit 0, leave no
 open multipart upload and no ``uploading.marker``, and the archive must hold at least what
-the killed process had uploaded (recovery completes its contiguous parts).
+the killed process had uploaded (recovery completes its contiguous parts), and every line
+of every object, recovered ones included, must parse as JSON (parts end on line ends).
 """
 
 from __future__ import annotations
@@ -42,4 +43,5 @@ async def test_restart_after_sigkill_recovers_the_archive_and_leaves_nothing(tmp
     for channel in CHANNELS:
         assert 0 <= result.archived[channel] <= result.delivered[channel], channel
     assert result.restart_archived > 0
+    assert result.bad_lines == 0  # every line of every object parses, recovered ones too
     assert not result.problems, result.problems

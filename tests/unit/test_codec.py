@@ -8,12 +8,11 @@ import pytest
 from hypothesis import example, given
 from hypothesis import strategies as st
 
+from polygon_core.archive_lines import archive_blocks, archive_line
 from polygon_core.codec import (
     DecodedFrame,
     FrameDecoder,
     RejectReason,
-    archive_blocks,
-    archive_line,
     decode_frame,
 )
 from polygon_core.events import (
@@ -380,3 +379,76 @@ def test_archive_fast_path_split_is_used_only_when_exact(data: bytes, split: boo
     ]
     stamp = b"2025-01-01T00:00:00.000Z"
     assert archive_blocks(frame, stamp) == blocks_from_lines(frame, stamp)
+
+
+ODD_STRINGS = st.one_of(
+    st.sampled_from(["},{", '{"ev":"T"}', "}]", "[{", '\\"', 'a"b', "é", "😀", "\u2028", "\\n"]),
+    st.text(st.characters(exclude_categories=["Cs"]), max_size=8),
+)
+CHANNEL_NAMES = ("AM", "FMV", "T", "Q")
+ODD_SYMBOLS = st.sampled_from(['A"B', "A\\B", "É", "Ω.A", "😀", "a-b", "BRK.B", "X"])
+
+
+@st.composite
+def odd_frames(draw: st.DrawFn) -> tuple[bytes, int]:
+    """Frames with odd but valid elements: strings holding braces, '},{', escaped quotes,
+    unicode; odd symbols; statuses and rejects mixed in; compact, spaced or pretty printed
+    (line breaks inside elements). Returns the bytes and how many events they hold."""
+    elements: list[object] = []
+    for _ in range(draw(st.integers(1, 8))):
+        event = draw(s.events)
+        if draw(st.booleans()):
+            event["sym"] = draw(ODD_SYMBOLS)
+        if event["ev"] in ("T", "Q") and draw(st.booleans()):
+            event["ds"] = draw(ODD_STRINGS)
+        elements.append(event)
+    for _ in range(draw(st.integers(0, 2))):
+        elements.insert(
+            draw(st.integers(0, len(elements))), draw(st.one_of(s.statuses, s.junk_elements))
+        )
+    style = draw(st.sampled_from(["compact", "spaced", "pretty", "ascii"]))
+    if style == "compact":
+        data = json.dumps(elements, separators=(",", ":"), ensure_ascii=False).encode()
+    elif style == "ascii":
+        data = s.dumps(elements)  # non-ASCII as \\u escapes
+    else:
+        data = json.dumps(elements, indent=1 if style == "pretty" else None).encode()
+    return data, sum(isinstance(e, dict) and e.get("ev") in CHANNEL_NAMES for e in elements)
+
+
+@given(odd_frames())
+def test_archive_blocks_fast_path_equals_per_element_reference(frame_and_count: tuple) -> None:
+    """The whole-frame fast path (a warm decoder: the frame split at '},{', lines built per
+    channel in one join) against the per-element reference: a fresh decoder's list[Raw]
+    pass and :func:`archive_line` for each element, joined per channel. Byte for byte."""
+    data, _ = frame_and_count
+    stamp = b"2025-01-01T00:00:00.000Z"
+    warm = FrameDecoder()
+    warm.decode(data)  # learns the valid symbols
+    fast = warm.decode(data, keep_raw=True)
+    reference = FrameDecoder().decode(data, keep_raw=True)
+    assert archive_blocks(fast, stamp) == blocks_from_lines(reference, stamp)
+    for channel, block, count in archive_blocks(fast, stamp):
+        lines = block.split(b"\n")
+        assert lines[-1] == b"" and len(lines) == count + 1
+        for line in lines[:-1]:
+            parsed = json.loads(line)
+            assert list(parsed)[:3] == ["channel", "symbol", "ingestTs"]
+            assert parsed["channel"] == channel
+
+
+def test_odd_frames_reach_the_fast_path() -> None:
+    """The property above is not vacuous: frames like its odd ones do take the split."""
+    data = s.dumps(
+        [
+            {"ev": "T", "sym": 'A"B', "p": 1, "s": 1, "t": 1, "ds": "{x}"},
+            {"ev": "Q", "sym": "É", "bp": 1, "bs": 1, "ap": 1, "as": 1, "t": 1, "ds": 'q"'},
+        ]
+    )
+    warm = FrameDecoder()
+    warm.decode(data)
+    frame = warm.decode(data, keep_raw=True)
+    assert frame.bodies is not None
+    assert archive_blocks(frame, b"x") == blocks_from_lines(
+        FrameDecoder().decode(data, keep_raw=True), b"x"
+    )

@@ -16,7 +16,8 @@ from bench.fuzz_frames import FrameSource
 from hypothesis import given
 from hypothesis import strategies as st
 
-from polygon_core.codec import FrameDecoder, RejectReason, archive_line, decode_frame
+from polygon_core.archive_lines import archive_line
+from polygon_core.codec import FrameDecoder, RejectReason, decode_frame
 from polygon_core.conflation import EventConflation
 from polygon_core.events import Channel
 from tests import strategies as s

@@ -4,11 +4,12 @@ import json
 from typing import Any
 
 from hypothesis import given
+from hypothesis import strategies as st
 
 from polygon_core.codec import decode_frame
 from polygon_core.keys import TtlPolicy
 from polygon_core.mappers import encode_record, to_latest_value
-from polygon_core.timestamps import iso_ms
+from polygon_core.timestamps import iso_ms, iso_ms_bytes
 from tests import strategies as s
 
 UPDATED = "2025-05-07T15:04:05.000Z"
@@ -124,3 +125,10 @@ def test_iso_ms_format() -> None:
     assert iso_ms(0) == "1970-01-01T00:00:00.000Z"
     assert iso_ms(1746630245007) == "2025-05-07T15:04:05.007Z"
     assert iso_ms(-5) == "1970-01-01T00:00:00.000Z"
+
+
+@given(st.lists(st.integers(min_value=-10, max_value=253402300799999), max_size=20))
+def test_iso_ms_bytes_equals_iso_ms_encoded(times: list[int]) -> None:
+    """The per-second cache never serves a stale second (the times jump back and forth)."""
+    for t in times + [t + 1 for t in times] + [t + 1000 for t in times]:
+        assert iso_ms_bytes(t) == iso_ms(t).encode()
