@@ -1,4 +1,5 @@
-"""A throwaway 3-node Redis Cluster on free loopback ports (no replicas), for tests."""
+"""A throwaway Redis Cluster on free loopback ports (3 primaries; optionally a replica each),
+for tests."""
 
 from __future__ import annotations
 
@@ -39,8 +40,9 @@ def _free_ports(n: int) -> list[int]:
 class RedisClusterProcess:
     """``with RedisClusterProcess() as cluster: cluster.url`` -> ``redis+cluster://...``."""
 
-    def __init__(self, nodes: int = 3) -> None:
-        self.ports = _free_ports(nodes)
+    def __init__(self, nodes: int = 3, replicas: int = 0) -> None:
+        self.replicas = replicas
+        self.ports = _free_ports(nodes * (1 + replicas))
         self._dir = Path(tempfile.mkdtemp(prefix="polygon-sink-cluster-"))
         self._procs: list[subprocess.Popen[bytes]] = []
 
@@ -64,6 +66,8 @@ class RedisClusterProcess:
                         f"nodes-{port}.conf",
                         "--cluster-node-timeout",
                         "2000",
+                        "--repl-diskless-sync-delay",
+                        "0",
                         "--save",
                         "",
                         "--appendonly",
@@ -80,7 +84,7 @@ class RedisClusterProcess:
         subprocess.run(
             ["redis-cli", "--cluster", "create"]
             + [f"127.0.0.1:{p}" for p in self.ports]
-            + ["--cluster-replicas", "0", "--cluster-yes"],
+            + ["--cluster-replicas", str(self.replicas), "--cluster-yes"],
             check=True,
             capture_output=True,
             timeout=30,
@@ -88,6 +92,24 @@ class RedisClusterProcess:
         for port in self.ports:
             self._cli(port, "cluster", "info", expect=b"cluster_state:ok")
         return self
+
+    def cli(self, port: int, *args: str) -> str:
+        """``redis-cli -p port args...``'s output."""
+        out = subprocess.run(
+            ["redis-cli", "-p", str(port), *args], capture_output=True, timeout=5, check=True
+        )
+        return out.stdout.decode()
+
+    def kill(self, port: int) -> None:
+        """SIGKILL the node on ``port`` (a crash; the cluster fails over to its replica)."""
+        proc = self._procs[self.ports.index(port)]
+        proc.kill()
+        proc.wait(timeout=5)
+
+    def roles(self) -> dict[int, str]:
+        """``{port: "master" | "slave"}`` as each live node sees itself."""
+        alive = [p for p, proc in zip(self.ports, self._procs, strict=True) if proc.poll() is None]
+        return {p: self.cli(p, "role").split("\n", 1)[0].strip() for p in alive}
 
     def _cli(self, port: int, *args: str, expect: bytes, within_s: float = 15.0) -> None:
         deadline = time.monotonic() + within_s

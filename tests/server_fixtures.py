@@ -44,12 +44,13 @@ class TlsRedis:
         return f"rediss://localhost:{self.tls_port}/0?ssl_ca_certs={ca_file or self.ca_file}"
 
 
-def _self_signed(directory: Path, name: str) -> tuple[Path, Path]:
+def self_signed(directory: Path, name: str, dns: str = "localhost") -> tuple[Path, Path]:
+    """A self-signed certificate (and its key) for the host name ``dns`` and 127.0.0.1."""
     cert, key = directory / f"{name}.pem", directory / f"{name}-key.pem"
     subprocess.run(
         ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
-         "-keyout", str(key), "-out", str(cert), "-subj", "/CN=localhost",
-         "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"],
+         "-keyout", str(key), "-out", str(cert), "-subj", "/CN=polygon-sink-test",
+         "-addext", f"subjectAltName=DNS:{dns},IP:127.0.0.1"],
         check=True, capture_output=True, timeout=60,
     )  # fmt: skip
     return cert, key
@@ -61,7 +62,7 @@ def redis_tls(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TlsRedis]:
     if not redis_server_available() or shutil.which("openssl") is None:
         missing_server("redis-server and openssl are needed for the TLS tests")
     directory = tmp_path_factory.mktemp("tls")
-    cert, key = _self_signed(directory, "server")
+    cert, key = self_signed(directory, "server")
     tls_port = free_port()
     args = ("--tls-port", str(tls_port), "--tls-cert-file", str(cert), "--tls-key-file",
             str(key), "--tls-ca-cert-file", str(cert), "--tls-auth-clients", "no")  # fmt: skip

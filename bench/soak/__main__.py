@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
 
+from bench.redis_failover import hosts_file_writable
 from bench.soak.plan import SoakConfig, schedule
 from bench.soak.run import remove_workdir, run_soak
 from bench.soak.verdict import judge, render
@@ -51,8 +52,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         duration_s=a.duration, rate=a.rate, symbols=a.symbols, seed=a.seed,
         outage_s=a.outage, warmup_s=a.warmup, settle_s=a.settle, drops=a.drops,
         part_size_bytes=a.part_size, s3_down_at_start_s=a.s3_down_at_start,
+        redis_failover=hosts_file_writable(),
         workdir=str(a.workdir) if a.workdir else None,
     )  # fmt: skip
+    if not cfg.redis_failover:
+        print("soak: /etc/hosts is not writable: no Redis failover in this run", file=sys.stderr)
     try:
         plan = schedule(cfg)
     except ValueError as exc:

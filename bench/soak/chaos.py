@@ -84,6 +84,12 @@ class Chaos:
             await asyncio.to_thread(world.redis.start)
             outage.ended = time.time()
             return
+        if fault.kind == "redis_failover":
+            # The managed procedure; the outage "ends" when the name has moved.
+            await asyncio.to_thread(world.pair.wait_in_sync)
+            await asyncio.to_thread(world.pair.failover, world.name)
+            outage.ended = time.time()
+            return
         if fault.kind == "s3_down":
             assert world.proxy is not None
             await world.proxy.down()

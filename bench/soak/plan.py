@@ -1,9 +1,9 @@
 """The soak's settings and its chaos schedule: seeded, pure, decided before the run starts.
 
-Faults come in two kinds. *Outages* (Redis down, S3 down, a WebSocket drop, an eviction,
-an ``auth_failed`` burst) take something away for a while; they never overlap, so each one's
-recovery is measured on its own. *Bad frames* (garbage, oversize, out-of-order) are armed at
-random times over the whole window, outages or not.
+Faults come in two kinds. *Outages* (Redis down, a Redis failover, S3 down, a WebSocket
+drop, an eviction, an ``auth_failed`` burst) take something away for a while; they never
+overlap, so each one's recovery is measured on its own. *Bad frames* (garbage, oversize,
+out-of-order) are armed at random times over the whole window, outages or not.
 
 An eviction or an ``auth_failed`` answer makes the service wait its long cooldown (60 s,
 SPEC §4) before it reconnects. A window too short to hold those one after the other
@@ -57,6 +57,8 @@ class SoakConfig:
     """S3 (the proxy) is down when the service starts and comes back this long after it was
     spawned (0: up from the start). Redis must be written meanwhile, and the archive must
     catch up; it ends before the warm-up's RSS baseline window."""
+    redis_failover: bool = True
+    """Include managed-Redis failovers (needs a writable /etc/hosts: the name moves)."""
     drops: int = 0
     """WebSocket drops (half clean, half abrupt); 0: one per 75 s of window, at least 2."""
     workdir: str | None = None
@@ -71,9 +73,9 @@ class Fault:
     at_s: float
     """Offset from the start of the chaos window."""
     kind: str
-    """``redis_down``, ``s3_down``, ``drop``, ``drop_abrupt``, ``feed_silent``, ``evict``,
-    ``auth_burst``, ``garbage``, ``oversize`` or ``out_of_order`` (and ``s3_down_at_start``,
-    not scheduled: see ``SoakConfig.s3_down_at_start_s``)."""
+    """``redis_down``, ``redis_failover``, ``s3_down``, ``drop``, ``drop_abrupt``,
+    ``feed_silent``, ``evict``, ``auth_burst``, ``garbage``, ``oversize`` or ``out_of_order``
+    (and ``s3_down_at_start``, not scheduled: see ``SoakConfig.s3_down_at_start_s``)."""
     host: str | None = None
     params: dict[str, object] = field(default_factory=dict)
     reserve_s: float = 0.0
@@ -92,6 +94,8 @@ def _outages(cfg: SoakConfig, rng: random.Random) -> tuple[list[Fault], list[Fau
         Fault(0, "s3_down", reserve_s=outage, params={"down_s": cfg.outage_s}),
         Fault(0, "feed_silent", "delayed", reserve_s=SILENT_RESERVE_S),
     ]
+    if cfg.redis_failover:
+        faults.append(Fault(0, "redis_failover", reserve_s=RECONNECT_RESERVE_S))
     for i in range(cfg.drop_count()):
         kind = "drop" if i % 2 == 0 else "drop_abrupt"
         faults.append(Fault(0, kind, rng.choice(HOSTS), reserve_s=RECONNECT_RESERVE_S))

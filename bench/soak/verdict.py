@@ -73,7 +73,7 @@ def recovery(o: Outage, poller: MetricsPoller, lag_ok_s: float) -> Recovery:
         return Recovery(o, None, None)
     drained = None
     channels: tuple[str, ...] = ALL_LAG
-    if o.kind == "redis_down":
+    if o.kind in ("redis_down", "redis_failover"):
         writes = before.get("polygon_redis_writes_total")
         resumed = _first(samples, o.ended, lambda s: s.get("polygon_redis_writes_total") > writes)
     elif o.kind in ("s3_down", "s3_down_at_start"):

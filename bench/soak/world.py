@@ -1,4 +1,5 @@
-"""Everything the soak runs: a private ``redis-server`` (with a password), moto's S3 server
+"""Everything the soak runs: a private ``redis-server`` pair (primary and replica, with a
+password, reached through a name that moves on failover), moto's S3 server
 behind a proxy process (:class:`ProxyProcess`), the simulator (in this process, so its
 fault switches and its ground truth are at hand) with a second proxy process in front of
 its delayed host (which can go silent), and the service (``python -m polygon_runner run``,
@@ -20,6 +21,7 @@ import boto3
 
 from bench.expected import bench_symbols
 from bench.procs import Child, start_child, wait_port
+from bench.redis_failover import MovingName, RedisFailoverPair
 from bench.soak.plan import SoakConfig
 from bench.soak.proxy import ProxyProcess
 from polygon_runner.local_redis import RedisServerProcess, free_port
@@ -44,7 +46,11 @@ class World:
         self.api_key = "pk_" + secrets.token_hex(12)
         self.redis_password = "rp_" + secrets.token_hex(12)
         self.aws_secret = "as_" + secrets.token_hex(16)
-        self.redis = RedisServerProcess(extra_args=("--requirepass", self.redis_password))
+        # A primary and its replica (127.0.0.2, 127.0.0.3) behind a name that moves on a
+        # failover, as a managed primary endpoint; without a writable hosts file the
+        # service gets the primary's address and the schedule has no failover.
+        self.pair = RedisFailoverPair(password=self.redis_password)
+        self.name = MovingName() if cfg.redis_failover else None
         self.moto: Child | None = None
         self.proxy: ProxyProcess | None = None
         self.feed_proxy: ProxyProcess | None = None
@@ -66,8 +72,14 @@ class World:
         self.service_log = workdir / "service.log"
 
     @property
+    def redis(self) -> RedisServerProcess:
+        """The current primary."""
+        return self.pair.primary
+
+    @property
     def redis_url(self) -> str:
-        return f"redis://:{self.redis_password}@127.0.0.1:{self.redis.port}/0"
+        host = self.name.name if self.name is not None else self.pair.primary.host
+        return f"redis://:{self.redis_password}@{host}:{self.pair.port}/0"
 
     @property
     def secrets(self) -> dict[str, str]:
@@ -78,7 +90,9 @@ class World:
         }
 
     async def start(self) -> None:
-        await asyncio.to_thread(self.redis.start)
+        await asyncio.to_thread(self.pair.start)
+        if self.name is not None:
+            self.name.point(self.pair.primary.host)
         await self._start_s3()
         await self.sim.start()
         self.feed_proxy = ProxyProcess(int(self.sim.delayed_url.rsplit(":", 1)[1]))
@@ -182,4 +196,6 @@ class World:
                 await proxy.stop()
         if self.moto is not None:
             self.moto.stop()
-        await asyncio.to_thread(self.redis.stop)
+        await asyncio.to_thread(self.pair.stop)
+        if self.name is not None:
+            self.name.remove()

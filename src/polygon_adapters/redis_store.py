@@ -16,14 +16,24 @@ slot's node.
 
 Timeouts and retries are explicit: connect 2 s, read/write 5 s, and two quick retries with
 exponential backoff inside redis-py for its own commands (``from_url`` has no retries by
-default); the flush loop adds its own backoff on top. Connection errors and timeouts become
-:class:`~polygon_core.errors.StoreUnavailable`; authentication and permission errors become
-:class:`~polygon_core.errors.StoreRejected`.
+default); the flush loop adds its own backoff on top. Connection errors, timeouts and error
+replies become :class:`~polygon_core.errors.StoreUnavailable`; authentication and permission
+errors become :class:`~polygon_core.errors.StoreRejected`.
+
+Failover: when the node stops being the writable primary (``READONLY``, ``MASTERDOWN``,
+``LOADING``, ``CLUSTERDOWN``, ``TRYAGAIN``, a reset or timeout; see
+:mod:`polygon_adapters.redis_errors`) every pooled connection is dropped, so the next
+attempt resolves the URL's host name again (a managed primary endpoint moves on failover);
+on a cluster the slot map is reloaded. One WARNING marks leaving the node, one the first
+write accepted again (with the new node's address); ``stats`` counts the resets by reason.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import time
+from collections import Counter
 from collections.abc import Sequence
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -31,30 +41,25 @@ from urllib.parse import urlsplit, urlunsplit
 from redis.asyncio import Redis, RedisCluster
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
-from redis.exceptions import (
-    AuthenticationError,
-    AuthorizationError,
-    NoPermissionError,
-    RedisError,
-    ResponseError,
-)
+from redis.exceptions import RedisError
 
-try:  # the sentinel redis-py's hiredis parser returns when a reply is incomplete
-    from redis._parsers.hiredis import NOT_ENOUGH_DATA as _NOT_ENOUGH_DATA
-except ImportError:  # pragma: no cover - other redis-py layouts use the portable path
-    _NOT_ENOUGH_DATA = None
-
+from polygon_adapters.redis_errors import ErrorKind, classify, describe, worst
+from polygon_adapters.redis_wire import pack_sets, read_replies
 from polygon_core.errors import StoreRejected, StoreUnavailable
 from polygon_core.ports import LatestValue
 
-__all__ = ["CLUSTER_SCHEMES", "REDIS_SCHEMES", "RedisLatestStore", "redact_url"]
+__all__ = [
+    "CLUSTER_SCHEMES",
+    "REDIS_SCHEMES",
+    "RedisLatestStore",
+    "RedisStoreStats",
+    "redact_url",
+]
 
 logger = logging.getLogger(__name__)
 
 REDIS_SCHEMES = ("redis", "rediss")
 CLUSTER_SCHEMES = ("redis+cluster", "rediss+cluster")
-_FATAL = (AuthenticationError, AuthorizationError, NoPermissionError)
-_FATAL_REPLY_PREFIXES = ("NOAUTH", "WRONGPASS", "NOPERM")
 
 
 def redact_url(url: str) -> str:
@@ -70,68 +75,16 @@ def redact_url(url: str) -> str:
     return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
 
 
-def _pack_sets(values: Sequence[LatestValue]) -> bytes:
-    """``SET key value EX ttl`` of each value as one RESP payload.
+class RedisStoreStats:
+    """How often the store left a node (read by the metrics; never reset)."""
 
-    One ``%``-format per value for the head (key and value), and the tail (``EX ttl``)
-    built once per TTL: a batch holds a handful of distinct TTLs.
-    """
-    tails: dict[int, bytes] = {}
-    parts: list[bytes] = []
-    append = parts.append
-    for value in values:
-        key = value.key.encode()
-        body = value.value
-        append(b"*5\r\n$3\r\nSET\r\n$%d\r\n%b\r\n$%d\r\n%b" % (len(key), key, len(body), body))
-        ttl_s = value.ttl_s
-        tail = tails.get(ttl_s)
-        if tail is None:
-            ttl = b"%d" % ttl_s
-            tail = tails[ttl_s] = b"\r\n$2\r\nEX\r\n$%d\r\n%b\r\n" % (len(ttl), ttl)
-        append(tail)
-    return b"".join(parts)
+    __slots__ = ("node_resets", "resets_by_reason")
 
-
-async def _read_replies(conn: Any, count: int) -> list[str]:
-    """Read ``count`` replies; returns the error messages among them.
-
-    With the hiredis parser the replies are taken straight from its reader, feeding it from
-    the socket as needed: one C call per reply instead of a stack of coroutines per reply
-    (about 40 times less client CPU per command). This relies on redis-py's hiredis parser
-    internals (``_reader`` and ``read_from_socket``, stable since redis-py 4.2); with any
-    other parser the portable ``read_response`` loop is used.
-    """
-    parser = getattr(conn, "_parser", None)
-    reader = getattr(parser, "_reader", None)
-    if _NOT_ENOUGH_DATA is None or reader is None or not hasattr(parser, "read_from_socket"):
-        return await _read_replies_portable(conn, count)
-    assert parser is not None
-    errors: list[str] = []
-    gets = reader.gets
-    refill = parser.read_from_socket
-    remaining = count
-    while remaining:
-        reply = gets(False)
-        if reply is _NOT_ENOUGH_DATA:
-            await refill()
-            continue
-        remaining -= 1
-        if isinstance(reply, ResponseError):
-            errors.append(f"{type(reply).__name__}: {reply}")
-        elif isinstance(reply, Exception):  # a protocol or connection error
-            raise reply
-    return errors
-
-
-async def _read_replies_portable(conn: Any, count: int) -> list[str]:
-    errors: list[str] = []
-    read = conn.read_response
-    for _ in range(count):
-        try:
-            await read(disable_decoding=True)
-        except ResponseError as exc:  # one command failed; keep reading the rest
-            errors.append(f"{type(exc).__name__}: {exc}")
-    return errors
+    def __init__(self) -> None:
+        self.node_resets = 0
+        """Times the pooled connections were dropped because the node was lost."""
+        self.resets_by_reason: Counter[str] = Counter()
+        """``READONLY``, ``MASTERDOWN``, ``LOADING``, ``CLUSTERDOWN``, ``connection`` ..."""
 
 
 class RedisLatestStore:
@@ -141,6 +94,10 @@ class RedisLatestStore:
         self._client = client
         self.description = description
         """The URL with its password redacted, for logs."""
+        self.stats = RedisStoreStats()
+        self._left_at: float | None = None
+        self._peer: str | None = None
+        self._has_written = False
 
     @classmethod
     def from_url(
@@ -182,61 +139,115 @@ class RedisLatestStore:
             return
         try:
             if isinstance(self._client, RedisCluster):
-                await self._put_cluster(self._client, values)
+                errors = await self._put_cluster(self._client, values)
             else:
-                await self._put_packed(self._client, values)
-        except _FATAL as exc:
-            raise StoreRejected(f"{self.description} refused the credentials: {exc}") from exc
+                errors = await self._put_packed(self._client, values)
         except (RedisError, OSError) as exc:
-            raise StoreUnavailable(f"{self.description}: {type(exc).__name__}: {exc}") from exc
+            raise await self._translate(exc) from exc
+        if errors:
+            raise await self._reply_errors(errors, len(values))
+        self._has_written = True
+        if self._left_at is not None:
+            self._writing_again()
 
-    async def _put_packed(self, client: Redis, values: Sequence[LatestValue]) -> None:
-        payload = _pack_sets(values)
+    async def _put_packed(self, client: Redis, values: Sequence[LatestValue]) -> list[Any]:
+        payload = pack_sets(values)
         pool = client.connection_pool
         conn = await pool.get_connection()  # type: ignore[no-untyped-call]
         try:
             await conn.send_packed_command(payload, check_health=True)
-            errors = await _read_replies(conn, len(values))
+            errors: list[Any] = await read_replies(conn, len(values))
+            if self._left_at is not None and not errors:
+                self._peer = _peer_of(conn)
         except BaseException:
             await conn.disconnect()
             raise
         finally:
             await pool.release(conn)
-        if errors:
-            self._raise_reply_errors(errors, len(values))
+        return errors
 
-    async def _put_cluster(self, client: RedisCluster, values: Sequence[LatestValue]) -> None:
+    async def _put_cluster(self, client: RedisCluster, values: Sequence[LatestValue]) -> list[Any]:
         pipe = client.pipeline(transaction=False)
         for v in values:
             pipe.set(v.key, v.value, ex=v.ttl_s)
         results = await pipe.execute(raise_on_error=False)
-        errors = [str(r) for r in results if isinstance(r, Exception)]
-        for r in results:
-            if isinstance(r, _FATAL):
-                raise r
-            if isinstance(r, (RedisError, OSError)) and not isinstance(r, ResponseError):
-                raise r
-        if errors:
-            self._raise_reply_errors(errors, len(values))
+        return [r for r in results if isinstance(r, BaseException)]
 
-    def _raise_reply_errors(self, errors: list[str], total: int) -> None:
-        first = errors[0]
-        message = f"{self.description}: {len(errors)} of {total} SET commands failed: {first}"
-        if first.startswith(_FATAL_REPLY_PREFIXES):
-            raise StoreRejected(message)
-        raise StoreUnavailable(message)
+    async def _translate(self, exc: BaseException) -> Exception:
+        """The store error for a raised Redis error (leaving the node when it is lost)."""
+        kind = classify(exc)
+        if kind is ErrorKind.FATAL:
+            return StoreRejected(f"{self.description} refused the credentials: {describe(exc)}")
+        if kind is ErrorKind.NODE_LOST:
+            await self._leave_node(exc)
+        return StoreUnavailable(f"{self.description}: {describe(exc)}")
+
+    async def _reply_errors(self, errors: list[Any], total: int) -> Exception:
+        """The store error for a batch's error replies (the gravest kind decides)."""
+        kind = worst(errors)
+        first = next(e for e in errors if classify(e) is kind)
+        if kind is ErrorKind.FATAL:
+            return StoreRejected(f"{self.description} refused the writes: {describe(first)}")
+        if kind is ErrorKind.NODE_LOST:
+            await self._leave_node(first)
+        return StoreUnavailable(
+            f"{self.description}: {len(errors)} of {total} SET commands failed: {describe(first)}"
+        )
+
+    async def _leave_node(self, exc: BaseException) -> None:
+        """Drop every pooled connection (or reload a cluster's slot map), so that the next
+        attempt resolves the configured name again and finds the node now behind it."""
+        reason = _reason(exc)
+        self.stats.node_resets += 1
+        self.stats.resets_by_reason[reason] += 1
+        if self._left_at is None and self._has_written:  # (no node to leave before that)
+            self._left_at = time.monotonic()
+            logger.warning(
+                "redis %s: left the node (%s); reconnecting through the configured address",
+                self.description,
+                describe(exc),
+                extra={"event": "redis_node_left", "reason": reason},
+            )
+        with contextlib.suppress(RedisError, OSError):
+            if isinstance(self._client, RedisCluster):
+                await self._client.nodes_manager.initialize()
+            else:
+                await self._client.connection_pool.disconnect()
+
+    def _writing_again(self) -> None:
+        left_at, self._left_at = self._left_at, None
+        assert left_at is not None
+        peer, self._peer = self._peer, None
+        logger.warning(
+            "redis %s: writes accepted again%s, %.1f s after leaving the node",
+            self.description,
+            f" by {peer}" if peer else "",
+            time.monotonic() - left_at,
+            extra={"event": "redis_node_found", "peer": peer or ""},
+        )
 
     async def read(self, key: str) -> bytes | None:
         """Read one key (for the Redis check)."""
         try:
             value = await self._client.get(key)
-        except _FATAL as exc:
-            raise StoreRejected(f"{self.description} refused the credentials: {exc}") from exc
         except (RedisError, OSError) as exc:
-            raise StoreUnavailable(f"{self.description}: {type(exc).__name__}: {exc}") from exc
+            raise await self._translate(exc) from exc
         if value is None or isinstance(value, bytes):
             return value
         return str(value).encode()
 
     async def aclose(self) -> None:
         await self._client.aclose()
+
+
+def _reason(exc: BaseException) -> str:
+    """A short label for the node-reset counter: the reply's code, or ``connection``."""
+    code = describe(exc).split(" ", 1)[0]
+    return code if code.isupper() else "connection"
+
+
+def _peer_of(conn: Any) -> str | None:
+    """``host:port`` of the server at the other end of a redis-py connection, if known."""
+    writer = getattr(conn, "_writer", None)
+    peer = writer.get_extra_info("peername") if writer is not None else None
+    return f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) and len(peer) >= 2 else None

@@ -155,7 +155,7 @@ class Container(containers.DeclarativeContainer):
             _feed, FeedRole.DELAYED, settings.provided.ws_host_delayed, settings, clock
         ),
     )
-    report = providers.Singleton(HealthReport, ingest, feeds, archive, clock)
+    report = providers.Singleton(HealthReport, ingest, feeds, archive, clock, store=store)
     health = providers.Resource(health_server, report, metrics, settings.provided.health_port)
     service = providers.Singleton(
         Service,

@@ -28,6 +28,12 @@ STORE_STALE_S = 60.0
 AM_BAR_MS = 60_000
 
 
+def node_resets(store: Any) -> dict[str, int]:
+    """Times a Redis store left a node, by reason (``READONLY``, ``connection`` ...)."""
+    counts = getattr(getattr(store, "stats", None), "resets_by_reason", None)
+    return dict(counts) if isinstance(counts, dict) else {}
+
+
 def archive_figures(archive: Any) -> dict[str, Any]:
     """The archive's ``stats.snapshot()`` (empty without an archive)."""
     stats = getattr(archive, "stats", None)
@@ -51,11 +57,18 @@ class HealthReport:
     """Snapshots of the whole service's state."""
 
     def __init__(
-        self, ingest: Ingest, feeds: Sequence[PolygonWebSocketFeed], archive: Any, clock: Clock
+        self,
+        ingest: Ingest,
+        feeds: Sequence[PolygonWebSocketFeed],
+        archive: Any,
+        clock: Clock,
+        store: Any = None,
     ) -> None:
         self.ingest = ingest
         self.feeds = feeds
         self.archive = archive
+        self.store = store
+        """The store, for its node resets (a Redis store's ``stats.resets_by_reason``)."""
         self._clock = clock
         self._last_events: dict[Channel, int] = {}
         self._last_time = time.monotonic()
@@ -131,6 +144,7 @@ class HealthReport:
             "flushes": ingest.stats.flushes,
             "failed_flushes": ingest.stats.failed_flushes,
             "store_outage": ingest.stats.in_outage,
+            "redis_node_resets": node_resets(self.store),
             "lag_ms": self.lag_ms(),
         }
         if delta:
@@ -182,6 +196,14 @@ class MetricsCollector(Collector):
         yield CounterMetricFamily(
             "polygon_redis_flush_failures", "Failed flushes", value=ingest.stats.failed_flushes
         )
+        resets = CounterMetricFamily(
+            "polygon_redis_node_resets",
+            "Times the Redis store dropped its connections to leave a node",
+            labels=["reason"],
+        )
+        for reason, count in node_resets(r.store).items():
+            resets.add_metric([reason], count)
+        yield resets
         yield GaugeMetricFamily("polygon_pending_keys", "Keys waiting", value=len(ingest.buffer))
         lag = GaugeMetricFamily("polygon_lag_seconds", "Now minus newest event", labels=["channel"])
         for name, value in r.lag_ms().items():

@@ -51,18 +51,22 @@ def free_port() -> int:
         return port
 
 
-def _ping(port: int, timeout_s: float = 0.5) -> bool:
+def _ping(port: int, timeout_s: float = 0.5, host: str = "127.0.0.1") -> bool:
     try:
-        with socket.create_connection(("127.0.0.1", port), timeout=timeout_s) as sock:
+        with socket.create_connection((host, port), timeout=timeout_s) as sock:
             sock.sendall(b"PING\r\n")
-            # A server with ``requirepass`` answers NOAUTH: up all the same.
-            return sock.recv(64).startswith((b"+PONG", b"-NOAUTH"))
+            # A server with ``requirepass`` answers NOAUTH, a replica cut off from its
+            # primary MASTERDOWN, one loading its dataset LOADING: up all the same.
+            return sock.recv(64).startswith((b"+PONG", b"-NOAUTH", b"-MASTERDOWN", b"-LOADING"))
     except OSError:
         return False
 
 
 class RedisServerProcess:
-    """One private ``redis-server`` on loopback; ``url`` is ``redis://127.0.0.1:<port>/0``."""
+    """One private ``redis-server`` on loopback; ``url`` is ``redis://127.0.0.1:<port>/0``.
+
+    ``host`` is the loopback address it binds (another one of 127/8, e.g. ``127.0.0.2``,
+    lets two servers share a port, like the nodes behind a managed endpoint)."""
 
     def __init__(
         self,
@@ -71,7 +75,11 @@ class RedisServerProcess:
         binary: str | None = None,
         extra_args: tuple[str, ...] = (),
         startup_timeout_s: float = 10.0,
+        host: str = "127.0.0.1",
     ) -> None:
+        if not host.startswith("127."):
+            raise ValueError(f"only loopback addresses are used, not {host!r}")
+        self.host = host
         self.binary = binary or find_redis_server()
         self.port = port or free_port()
         self.extra_args = extra_args
@@ -81,7 +89,7 @@ class RedisServerProcess:
 
     @property
     def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
+        return f"redis://{self.host}:{self.port}/0"
 
     @property
     def running(self) -> bool:
@@ -97,7 +105,7 @@ class RedisServerProcess:
         args = [
             self.binary,
             "--port", str(self.port),
-            "--bind", "127.0.0.1",
+            "--bind", self.host,
             "--save", "",
             "--appendonly", "no",
             "--daemonize", "no",
@@ -110,7 +118,7 @@ class RedisServerProcess:
         finally:
             log.close()
         deadline = time.monotonic() + self.startup_timeout_s
-        while not _ping(self.port):
+        while not _ping(self.port, host=self.host):
             if self._process.poll() is not None or time.monotonic() > deadline:
                 output = self._log_tail()
                 self.stop()
@@ -170,4 +178,4 @@ class RedisServerProcess:
 
     def __repr__(self) -> str:
         state = "running" if self.running else "stopped"
-        return f"RedisServerProcess(port={self.port}, {state})"
+        return f"RedisServerProcess({self.host}:{self.port}, {state})"

@@ -144,7 +144,10 @@ class Service:
                     logger.critical("cannot start: the S3 archive is misconfigured: %s", exc)
                     code = 2
                 elif exc is not None:
-                    logger.critical("%s failed: %s", tasks[task], exc, exc_info=exc)
+                    # An error of ours (the store refused the credentials ...) says all in
+                    # one line; anything else comes with its traceback.
+                    trace = None if isinstance(exc, PolygonIngestError) else exc
+                    logger.critical("%s failed: %s", tasks[task], exc, exc_info=trace)
                     code = 1
                 elif not self._stop.is_set():
                     logger.critical("%s ended unexpectedly", tasks[task])
@@ -166,7 +169,11 @@ class Service:
         try:
             async with asyncio.timeout(max(deadline - time.monotonic(), 0.1) * 0.4):
                 await self._wait_named(tasks, "flush")
-                left = await self.ingest.final_flush()
+                if self._failed(tasks, "flush"):  # refused: another attempt is refused too
+                    left = len(self.ingest.buffer)
+                    logger.error("stopping: %d latest values not written", left)
+                else:
+                    left = await self.ingest.final_flush()
         except TimeoutError:
             left = len(self.ingest.buffer)
             logger.error("stopping: store flush timed out; %d values not written", left)
@@ -190,6 +197,13 @@ class Service:
             self.report.summary_line(),
         )
         return left
+
+    @staticmethod
+    def _failed(tasks: dict[asyncio.Task[Any], str], name: str) -> bool:
+        return any(
+            n == name and t.done() and not t.cancelled() and t.exception() is not None
+            for t, n in tasks.items()
+        )
 
     @staticmethod
     async def _wait_named(tasks: dict[asyncio.Task[Any], str], name: str) -> None:

@@ -236,9 +236,9 @@ class TestRedisTlsStore(LatestStoreContract):
         backend.direct.close()
 
     async def test_an_unknown_certificate_is_refused(self, redis_tls, tmp_path) -> None:
-        from tests.server_fixtures import _self_signed
+        from tests.server_fixtures import self_signed
 
-        other_ca, _ = _self_signed(tmp_path, "other")
+        other_ca, _ = self_signed(tmp_path, "other")
         store = RedisLatestStore.from_url(redis_tls.url(other_ca))
         with pytest.raises(StoreUnavailable, match="certificate"):
             await store.put_many([LatestValue("stock:trade:TLS", b"{}", 5)])

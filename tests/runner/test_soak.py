@@ -11,6 +11,7 @@ from __future__ import annotations
 from itertools import pairwise
 
 import pytest
+from bench.redis_failover import hosts_file_writable
 from bench.soak.plan import SoakConfig, schedule
 from bench.soak.run import remove_workdir, run_soak
 from bench.soak.verdict import judge, render
@@ -30,7 +31,8 @@ CI_SOAK = SoakConfig(
 def test_the_ci_schedule_holds_every_kind_of_fault() -> None:
     kinds = {f.kind for f in schedule(CI_SOAK)}
     assert kinds == {
-        "redis_down", "s3_down", "drop", "drop_abrupt", "feed_silent", "evict", "auth_burst",
+        "redis_down", "redis_failover", "s3_down", "drop", "drop_abrupt", "feed_silent",
+        "evict", "auth_burst",
         "garbage", "oversize", "out_of_order",
     }  # fmt: skip
     outages = sorted((f.at_s, f.at_s + f.reserve_s) for f in schedule(CI_SOAK) if f.outage)
@@ -43,6 +45,8 @@ async def test_one_minute_of_chaos_loses_nothing(tmp_path) -> None:
         missing_server("redis-server is not installed")
     if not moto_available():
         missing_server("moto[server] is not installed")
+    if not hosts_file_writable():
+        missing_server("/etc/hosts is not writable: the soak's Redis failover moves a name")
     config = SoakConfig(**{**CI_SOAK.__dict__, "workdir": str(tmp_path)})
     collected = await run_soak(config, progress=lambda _m: None)
     checks, recoveries, figures = judge(collected)
