@@ -41,11 +41,13 @@ from urllib.parse import urlsplit, urlunsplit
 from redis.asyncio import Redis, RedisCluster
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
-from redis.exceptions import RedisError
+from redis.exceptions import RedisError, ResponseError
 
+from polygon_adapters.lease_scripts import FENCED_SETS, LATEST_WINS_SET, Fence
 from polygon_adapters.redis_errors import ErrorKind, classify, describe, worst
-from polygon_adapters.redis_wire import pack_sets, read_replies
-from polygon_core.errors import StoreRejected, StoreUnavailable
+from polygon_adapters.redis_lease import RedisLease
+from polygon_adapters.redis_wire import pack_fenced, pack_sets, read_replies
+from polygon_core.errors import LeaseLost, StoreRejected, StoreUnavailable
 from polygon_core.ports import LatestValue
 
 __all__ = [
@@ -78,9 +80,11 @@ def redact_url(url: str) -> str:
 class RedisStoreStats:
     """How often the store left a node (read by the metrics; never reset)."""
 
-    __slots__ = ("node_resets", "resets_by_reason")
+    __slots__ = ("node_resets", "older_refused", "resets_by_reason")
 
     def __init__(self) -> None:
+        self.older_refused = 0
+        """Fenced writes not done because the stored record was newer (``HA_ENABLED``)."""
         self.node_resets = 0
         """Times the pooled connections were dropped because the node was lost."""
         self.resets_by_reason: Counter[str] = Counter()
@@ -98,6 +102,12 @@ class RedisLatestStore:
         self._left_at: float | None = None
         self._peer: str | None = None
         self._has_written = False
+        self.fence: Fence | None = None
+        """Set while ``HA_ENABLED``: every batch is then one fenced, latest-wins script."""
+
+    def lease(self) -> RedisLease:
+        """The leader lease on this store's client."""
+        return RedisLease(self._client)
 
     @classmethod
     def from_url(
@@ -137,8 +147,13 @@ class RedisLatestStore:
     async def put_many(self, values: Sequence[LatestValue]) -> None:
         if not values:
             return
+        fence = self.fence
+        if fence is not None and not fence.holds():
+            raise LeaseLost(f"{self.description}: not the leader; nothing written")
         try:
-            if isinstance(self._client, RedisCluster):
+            if fence is not None:
+                errors = await self._put_fenced(fence, values)
+            elif isinstance(self._client, RedisCluster):
                 errors = await self._put_cluster(self._client, values)
             else:
                 errors = await self._put_packed(self._client, values)
@@ -165,6 +180,37 @@ class RedisLatestStore:
         finally:
             await pool.release(conn)
         return errors
+
+    async def _put_fenced(self, fence: Fence, values: Sequence[LatestValue]) -> list[Any]:
+        client = self._client
+        if isinstance(client, RedisCluster):  # keys in many slots: latest-wins per key
+            pipe = client.pipeline(transaction=False)
+            for v in values:
+                pipe.eval(LATEST_WINS_SET, 1, v.key, v.value, v.ttl_s, v.event_time)
+            results = await pipe.execute(raise_on_error=False)
+            errors = [r for r in results if isinstance(r, BaseException)]
+            self.stats.older_refused += sum(1 for r in results if r == 0)
+            return errors
+        payload = pack_fenced(values, _FENCED, fence.key.encode(), fence.owner.encode())
+        pool = client.connection_pool
+        conn = await pool.get_connection()  # type: ignore[no-untyped-call]
+        try:
+            await conn.send_packed_command(payload, check_health=True)
+            try:
+                written = await conn.read_response(disable_decoding=True)
+            except RedisError as exc:
+                if isinstance(exc, ResponseError) and classify(exc) is ErrorKind.RETRY:
+                    return [exc]
+                raise
+        except BaseException:
+            await conn.disconnect()
+            raise
+        finally:
+            await pool.release(conn)
+        if written == -1:
+            raise LeaseLost(f"{self.description}: the lease is held by another task")
+        self.stats.older_refused += len(values) - int(written)
+        return []
 
     async def _put_cluster(self, client: RedisCluster, values: Sequence[LatestValue]) -> list[Any]:
         pipe = client.pipeline(transaction=False)
@@ -238,6 +284,9 @@ class RedisLatestStore:
 
     async def aclose(self) -> None:
         await self._client.aclose()
+
+
+_FENCED = FENCED_SETS.encode()
 
 
 def _reason(exc: BaseException) -> str:

@@ -243,8 +243,8 @@ class Ingest:
             while written < len(batch):
                 part = batch[written : written + size]
                 values = [
-                    LatestValue(key, encode(event, updated_at), ttl[event.channel])
-                    for key, _t, event in part
+                    LatestValue(key, encode(event, updated_at), ttl[event.channel], t)
+                    for key, t, event in part
                 ]
                 await self._store.put_many(values)
                 written += len(part)
