@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import time
 from collections import Counter
 from collections.abc import Sequence
@@ -127,7 +128,7 @@ class RedisLatestStore:
             "socket_keepalive": True,
             "retry": retry,
             "health_check_interval": 30,
-            "client_name": "polygon-sink",
+            "client_name": f"polygon-sink-{os.getpid()}",  # CLIENT LIST: which task
         }
         if scheme in CLUSTER_SCHEMES:
             plain = scheme.split("+", 1)[0] + url[len(scheme) :]
