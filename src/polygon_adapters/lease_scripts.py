@@ -80,11 +80,20 @@ def event_time_arg(t: int | float) -> bytes:
 
 class Fence:
     """What a store checks before a batch while ``HA_ENABLED``: the lease key, this task's
-    owner id, and ``holds()``, the task's own view (False from its fencing deadline on)."""
+    owner id, ``holds()``, the task's own view (False from its fencing deadline on), and
+    ``remaining_s()``, the time to that deadline: a write still in flight then is
+    abandoned (its connection dropped), so a stalled write never outlives the term."""
 
-    __slots__ = ("holds", "key", "owner")
+    __slots__ = ("holds", "key", "owner", "remaining_s")
 
-    def __init__(self, owner: str, holds: Callable[[], bool], key: str = LEADER_KEY) -> None:
+    def __init__(
+        self,
+        owner: str,
+        holds: Callable[[], bool],
+        remaining_s: Callable[[], float] = lambda: 3600.0,
+        key: str = LEADER_KEY,
+    ) -> None:
         self.owner = owner
         self.holds = holds
+        self.remaining_s = remaining_s
         self.key = key

@@ -30,6 +30,7 @@ write accepted again (with the new node's address); ``stats`` counts the resets 
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import os
@@ -42,12 +43,13 @@ from urllib.parse import urlsplit, urlunsplit
 from redis.asyncio import Redis, RedisCluster
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
-from redis.exceptions import RedisError, ResponseError
+from redis.exceptions import RedisError
 
-from polygon_adapters.lease_scripts import FENCED_SETS, LATEST_WINS_SET, Fence
+from polygon_adapters.lease_scripts import Fence
 from polygon_adapters.redis_errors import ErrorKind, classify, describe, worst
+from polygon_adapters.redis_fenced import put_fenced
 from polygon_adapters.redis_lease import RedisLease
-from polygon_adapters.redis_wire import pack_fenced, pack_sets, read_replies
+from polygon_adapters.redis_wire import pack_sets, read_replies
 from polygon_core.errors import LeaseLost, StoreRejected, StoreUnavailable
 from polygon_core.ports import LatestValue
 
@@ -153,7 +155,15 @@ class RedisLatestStore:
             raise LeaseLost(f"{self.description}: not the leader; nothing written")
         try:
             if fence is not None:
-                errors = await self._put_fenced(fence, values)
+                try:
+                    async with asyncio.timeout(max(fence.remaining_s(), 0.001)):
+                        errors = await put_fenced(
+                            self._client, fence, values, self.stats, self.description
+                        )
+                except TimeoutError:
+                    raise LeaseLost(
+                        f"{self.description}: the fencing deadline came with a write in flight"
+                    ) from None
             elif isinstance(self._client, RedisCluster):
                 errors = await self._put_cluster(self._client, values)
             else:
@@ -181,37 +191,6 @@ class RedisLatestStore:
         finally:
             await pool.release(conn)
         return errors
-
-    async def _put_fenced(self, fence: Fence, values: Sequence[LatestValue]) -> list[Any]:
-        client = self._client
-        if isinstance(client, RedisCluster):  # keys in many slots: latest-wins per key
-            pipe = client.pipeline(transaction=False)
-            for v in values:
-                pipe.eval(LATEST_WINS_SET, 1, v.key, v.value, v.ttl_s, v.event_time)
-            results = await pipe.execute(raise_on_error=False)
-            errors = [r for r in results if isinstance(r, BaseException)]
-            self.stats.older_refused += sum(1 for r in results if r == 0)
-            return errors
-        payload = pack_fenced(values, _FENCED, fence.key.encode(), fence.owner.encode())
-        pool = client.connection_pool
-        conn = await pool.get_connection()  # type: ignore[no-untyped-call]
-        try:
-            await conn.send_packed_command(payload, check_health=True)
-            try:
-                written = await conn.read_response(disable_decoding=True)
-            except RedisError as exc:
-                if isinstance(exc, ResponseError) and classify(exc) is ErrorKind.RETRY:
-                    return [exc]
-                raise
-        except BaseException:
-            await conn.disconnect()
-            raise
-        finally:
-            await pool.release(conn)
-        if written == -1:
-            raise LeaseLost(f"{self.description}: the lease is held by another task")
-        self.stats.older_refused += len(values) - int(written)
-        return []
 
     async def _put_cluster(self, client: RedisCluster, values: Sequence[LatestValue]) -> list[Any]:
         pipe = client.pipeline(transaction=False)
@@ -285,9 +264,6 @@ class RedisLatestStore:
 
     async def aclose(self) -> None:
         await self._client.aclose()
-
-
-_FENCED = FENCED_SETS.encode()
 
 
 def _reason(exc: BaseException) -> str:

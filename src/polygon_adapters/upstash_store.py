@@ -143,7 +143,11 @@ class UpstashLatestStore:
             args.append(fence.owner)
             for v in part:
                 args.extend((v.value.decode("utf-8"), v.ttl_s, v.event_time))
-            written = await self.command(*args)  # type: ignore[arg-type]
+            try:
+                async with asyncio.timeout(max(fence.remaining_s(), 0.001)):
+                    written = await self.command(*args)  # type: ignore[arg-type]
+            except TimeoutError:
+                raise LeaseLost(f"{self._base}: the fencing deadline came first") from None
             if written == -1:
                 raise LeaseLost(f"{self._base}: the lease is held by another task")
             self.older_refused += len(part) - int(written)

@@ -90,7 +90,7 @@ def leadership_for(settings: Settings, store: LatestStore, clock: SystemClock) -
     if make_lease is None or not hasattr(store, "fence"):
         raise ValueError("HA_ENABLED needs a Redis or Upstash store")
     leadership = Leadership(make_lease(), clock, settings.ha_lease_ttl_ms)
-    store.fence = Fence(leadership.owner, leadership.holds)
+    store.fence = Fence(leadership.owner, leadership.holds, leadership.remaining_s)
     return leadership
 
 

@@ -67,6 +67,13 @@ class Leadership:
         """Whether this task may hold feed connections and write now (the store's fence)."""
         return self.policy.is_active(self._clock.monotonic_s())
 
+    def remaining_s(self) -> float:
+        """Seconds to the fencing deadline (0 when not active)."""
+        deadline = self.policy.fence_deadline()
+        if deadline is None or not self.holds():
+            return 0.0
+        return deadline - self._clock.monotonic_s()
+
     async def run(self) -> None:
         """Until cancelled: acquire, renew, fence. Raises only :class:`StoreRejected`."""
         policy = self.policy

@@ -142,3 +142,31 @@ async def test_a_large_fenced_batch(target: Target) -> None:
     await store.put_many(values)
     assert direct.get("stock:trade:B2999") == b'{"symbol":"B","ts":2999}'
     direct.delete(*[v.key for v in values])
+
+
+async def test_a_write_stalled_at_the_fencing_deadline_is_abandoned(redis_server) -> None:
+    """A flow that goes silent (no FIN, no RST) mid-write: the write ends at the fencing
+    deadline with LeaseLost, not after the 5 s socket timeout and its retries."""
+    from bench.soak.proxy import TcpProxy
+
+    proxy = TcpProxy(redis_server.port)
+    await proxy.up()
+    store = RedisLatestStore.from_url(f"redis://127.0.0.1:{proxy.port}/5")
+    try:
+        assert await store.lease().acquire("stall", 5000)
+        deadline = asyncio.get_running_loop().time() + 0.3
+        store.fence = Fence(
+            "stall", lambda: True, lambda: deadline - asyncio.get_running_loop().time()
+        )
+        await store.put_many([_quote(1, 1)])
+        assert proxy.silence() > 0
+        started = asyncio.get_running_loop().time()
+        with pytest.raises(LeaseLost, match="fencing deadline"):
+            await store.put_many([_quote(2, 2)])
+        assert asyncio.get_running_loop().time() - started < 2.0
+    finally:
+        await store.aclose()
+        await proxy.down()
+        direct = redis.Redis.from_url(redis_server.url.rsplit("/", 1)[0] + "/5")
+        direct.delete(LEADER_KEY, "stock:quote:L")
+        direct.close()

@@ -146,8 +146,12 @@ class Watcher:
             await client.aclose()
 
     def max_gap_after(self, t: float) -> float:
-        """The longest stretch without a change that ended after ``t``."""
-        return max((g for start, g in self.gaps if start + g >= t), default=0.0)
+        """The longest stretch without a change that ended after ``t`` (the one still open
+        now included)."""
+        gaps = [g for start, g in self.gaps if start + g >= t]
+        if self.last_change is not None:
+            gaps.append(time.monotonic() - self.last_change)
+        return max(gaps, default=0.0)
 
 
 class Monitor:

@@ -17,7 +17,7 @@ import pytest
 from polygon_runner.sim_config import SimulatorConfig
 from polygon_runner.simulator import PolygonSimulator
 from polygon_runner.upstash_server import UpstashServer
-from tests.helpers import missing_server
+from tests.helpers import eventually, missing_server
 from tests.redis_servers import RedisServerProcess, redis_server_available
 from tests.runner.ha_harness import (
     API_KEY,
@@ -39,6 +39,21 @@ def redis_server():
         missing_server("redis-server is not installed")
     with RedisServerProcess() as server:
         yield server
+
+
+@pytest.fixture(autouse=True)
+async def _stacks_if_stuck():
+    """Print every task's stack if a test runs past 45 s (diagnosing a hang)."""
+    import sys
+
+    async def dump() -> None:
+        await asyncio.sleep(45)
+        for task in asyncio.all_tasks():
+            task.print_stack(file=sys.stderr)
+
+    watchdog = asyncio.ensure_future(dump())
+    yield
+    watchdog.cancel()
 
 
 def _sim_config(**extra: object) -> SimulatorConfig:
@@ -187,3 +202,36 @@ async def test_rolling_deploy_through_upstash(redis_server, tmp_path) -> None:
             assert upstash.stats.commands > 0
         finally:
             await _stop(a, b)
+
+
+async def test_an_active_cut_off_from_redis_fences_itself_first(redis_server, tmp_path) -> None:
+    """The active's Redis connections go silent (a NAT drops the flows: no FIN, no RST;
+    new connections still work): its renewal gets no answer, so at its fencing deadline it
+    drops both feeds, before the lease can expire and the standby connect. The simulator
+    does not help here (pings every 20 s): the fence alone keeps one connection per host."""
+    from bench.soak.proxy import TcpProxy
+
+    proxy = TcpProxy(redis_server.port)
+    await proxy.up()
+    via_proxy = f"redis://127.0.0.1:{proxy.port}/0"
+    async with PolygonSimulator(_sim_config()) as sim, watching(redis_server.url) as w:
+        a = await start_task(service_env(sim, via_proxy, TTL_MS), tmp_path, "a")
+        await a.wait_role("active")
+        b = await start_task(service_env(sim, redis_server.url, TTL_MS), tmp_path, "b")
+        await b.wait_role("standby")
+        try:
+            await asyncio.sleep(1.0)
+            cut = time.monotonic()
+            assert proxy.silence() > 0
+            await eventually(lambda: "before its fencing deadline" in a.log.read_text(), 10)
+            await asyncio.sleep(2.0)
+            roles = [(await t.health())[1].get("role") for t in (a, b)]
+            assert sorted(roles) == ["active", "standby"], roles
+            _one_connection_per_host(sim)
+            assert w.rolled_back == [] and w.expired == []
+            gap = w.max_gap_after(cut)
+            print(f"partition: longest write gap {gap:.3f} s (lease TTL {TTL_MS} ms), {roles}")
+            assert gap <= TTL_MS / 1000 + 2.0
+        finally:
+            await _stop(a, b)
+            await proxy.down()
