@@ -127,7 +127,7 @@ class Leadership:
         except (PolygonIngestError, TimeoutError) as exc:
             self.policy.attempt_failed(self._clock.monotonic_s())
             if self.policy.role is Role.ACTIVE:
-                logger.warning("leader lease renewal failed (%s); retrying", exc or "timeout")
+                logger.warning("leader lease renewal failed (%s); retrying", str(exc) or "timeout")
             return None
         self.last_answer_s = self._clock.monotonic_s()
         return answer
