@@ -26,6 +26,7 @@ import fcntl
 import logging
 import termios
 from collections import Counter
+from collections.abc import Callable
 
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
@@ -130,6 +131,8 @@ class PolygonWebSocketFeed:
         self._fd = -1
         self._stopping = asyncio.Event()
         self.stats = FeedStats()
+        self.gate: Callable[[], bool] | None = None
+        """Asked before each dial (``HA_ENABLED``: whether this task holds the lease)."""
 
     def __repr__(self) -> str:
         return f"<PolygonWebSocketFeed {self.role.value} {self.url} {self.stats.state}>"
@@ -138,6 +141,8 @@ class PolygonWebSocketFeed:
         """Connect, pump, reconnect; returns after :meth:`aclose`."""
         policy = self._policy
         while not self._stopping.is_set():
+            if self.gate is not None and not self.gate():
+                break  # not the leader (any more): never dial
             reason = await self._connection(on_frame)
             if self._stopping.is_set():
                 break
@@ -178,6 +183,19 @@ class PolygonWebSocketFeed:
         except OSError:
             return False
         return waiting != _FOUR_BYTES
+
+    def reopen(self) -> None:
+        """Allow :meth:`run` again after :meth:`aclose` or :meth:`abort` (a standby that
+        takes the lease again); only once the previous :meth:`run` has returned."""
+        self._stopping.clear()
+
+    def abort(self) -> None:
+        """Stop reading and drop the connection at once, without a closing handshake
+        (fencing: the connection must be gone before the lease could expire)."""
+        self._stopping.set()
+        ws = self._ws
+        if ws is not None:
+            ws.transport.abort()
 
     async def aclose(self) -> None:
         """Stop reading and close the socket."""

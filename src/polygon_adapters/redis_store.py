@@ -30,8 +30,10 @@ write accepted again (with the new node's address); ``stats`` counts the resets 
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
+import os
 import time
 from collections import Counter
 from collections.abc import Sequence
@@ -43,9 +45,12 @@ from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
 from redis.exceptions import RedisError
 
+from polygon_adapters.lease_scripts import Fence
 from polygon_adapters.redis_errors import ErrorKind, classify, describe, worst
+from polygon_adapters.redis_fenced import put_fenced
+from polygon_adapters.redis_lease import RedisLease
 from polygon_adapters.redis_wire import pack_sets, read_replies
-from polygon_core.errors import StoreRejected, StoreUnavailable
+from polygon_core.errors import LeaseLost, StoreRejected, StoreUnavailable
 from polygon_core.ports import LatestValue
 
 __all__ = [
@@ -78,9 +83,11 @@ def redact_url(url: str) -> str:
 class RedisStoreStats:
     """How often the store left a node (read by the metrics; never reset)."""
 
-    __slots__ = ("node_resets", "resets_by_reason")
+    __slots__ = ("node_resets", "older_refused", "resets_by_reason")
 
     def __init__(self) -> None:
+        self.older_refused = 0
+        """Fenced writes not done because the stored record was newer (``HA_ENABLED``)."""
         self.node_resets = 0
         """Times the pooled connections were dropped because the node was lost."""
         self.resets_by_reason: Counter[str] = Counter()
@@ -98,6 +105,12 @@ class RedisLatestStore:
         self._left_at: float | None = None
         self._peer: str | None = None
         self._has_written = False
+        self.fence: Fence | None = None
+        """Set while ``HA_ENABLED``: every batch is then one fenced, latest-wins script."""
+
+    def lease(self) -> RedisLease:
+        """The leader lease on this store's client."""
+        return RedisLease(self._client)
 
     @classmethod
     def from_url(
@@ -117,7 +130,7 @@ class RedisLatestStore:
             "socket_keepalive": True,
             "retry": retry,
             "health_check_interval": 30,
-            "client_name": "polygon-sink",
+            "client_name": f"polygon-sink-{os.getpid()}",  # CLIENT LIST: which task
         }
         if scheme in CLUSTER_SCHEMES:
             plain = scheme.split("+", 1)[0] + url[len(scheme) :]
@@ -137,8 +150,21 @@ class RedisLatestStore:
     async def put_many(self, values: Sequence[LatestValue]) -> None:
         if not values:
             return
+        fence = self.fence
+        if fence is not None and not fence.holds():
+            raise LeaseLost(f"{self.description}: not the leader; nothing written")
         try:
-            if isinstance(self._client, RedisCluster):
+            if fence is not None:
+                try:
+                    async with asyncio.timeout(max(fence.remaining_s(), 0.001)):
+                        errors = await put_fenced(
+                            self._client, fence, values, self.stats, self.description
+                        )
+                except TimeoutError:
+                    raise LeaseLost(
+                        f"{self.description}: the fencing deadline came with a write in flight"
+                    ) from None
+            elif isinstance(self._client, RedisCluster):
                 errors = await self._put_cluster(self._client, values)
             else:
                 errors = await self._put_packed(self._client, values)

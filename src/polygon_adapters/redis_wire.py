@@ -13,9 +13,10 @@ try:  # the sentinel redis-py's hiredis parser returns when a reply is incomplet
 except ImportError:  # pragma: no cover - other redis-py layouts use the portable path
     _NOT_ENOUGH_DATA = None
 
+from polygon_adapters.lease_scripts import event_time_arg
 from polygon_core.ports import LatestValue
 
-__all__ = ["pack_sets", "read_replies"]
+__all__ = ["pack_fenced", "pack_sets", "read_replies"]
 
 
 def pack_sets(values: Sequence[LatestValue]) -> bytes:
@@ -37,6 +38,34 @@ def pack_sets(values: Sequence[LatestValue]) -> bytes:
             ttl = b"%d" % ttl_s
             tail = tails[ttl_s] = b"\r\n$2\r\nEX\r\n$%d\r\n%b\r\n" % (len(ttl), ttl)
         append(tail)
+    return b"".join(parts)
+
+
+def _bulk(arg: bytes) -> bytes:
+    return b"$%d\r\n%b\r\n" % (len(arg), arg)
+
+
+def pack_fenced(
+    values: Sequence[LatestValue], script: bytes, lease_key: bytes, owner: bytes
+) -> bytes:
+    """``EVAL script`` of :data:`~polygon_adapters.lease_scripts.FENCED_SETS` for a batch:
+    KEYS = the lease key and the values' keys; ARGV = the owner id, then value, TTL and
+    event time per value. One command, one reply (written count, or -1)."""
+    count = len(values)
+    parts = [
+        b"*%d\r\n$4\r\nEVAL\r\n" % (5 + 4 * count),
+        _bulk(script),
+        _bulk(b"%d" % (count + 1)),
+        _bulk(lease_key),
+    ]
+    append = parts.append
+    for value in values:
+        append(_bulk(value.key.encode()))
+    append(_bulk(owner))
+    for value in values:
+        append(_bulk(value.value))
+        append(_bulk(b"%d" % value.ttl_s))
+        append(_bulk(event_time_arg(value.event_time)))
     return b"".join(parts)
 
 

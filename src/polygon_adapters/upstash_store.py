@@ -33,10 +33,12 @@ from urllib.parse import urlsplit
 import aiohttp
 import msgspec
 
-from polygon_core.errors import StoreRejected, StoreUnavailable
+from polygon_adapters.lease_scripts import FENCED_SETS, RELEASE, RENEW, Fence
+from polygon_core.errors import LeaseLost, StoreRejected, StoreUnavailable
+from polygon_core.keys import LEADER_KEY
 from polygon_core.ports import LatestValue
 
-__all__ = ["UpstashLatestStore", "validate_upstash_url"]
+__all__ = ["UpstashLatestStore", "UpstashLease", "validate_upstash_url"]
 
 logger = logging.getLogger(__name__)
 
@@ -95,6 +97,9 @@ class UpstashLatestStore:
         self.description = self._base
         self.requests = 0
         """HTTP requests sent (each pipeline request bills one command per SET)."""
+        self.fence: Fence | None = None
+        """Set while ``HA_ENABLED``: each chunk is then one fenced, latest-wins ``EVAL``."""
+        self.older_refused = 0
 
     def __repr__(self) -> str:  # never show the token
         return f"UpstashLatestStore({self._base!r})"
@@ -104,10 +109,48 @@ class UpstashLatestStore:
             self._session = aiohttp.ClientSession(timeout=self._timeout)
         return self._session
 
+    def lease(self) -> UpstashLease:
+        """The leader lease through this store's REST endpoint."""
+        return UpstashLease(self)
+
+    async def command(self, *args: str | int) -> Any:
+        """One command (``POST /``); returns its ``result``, raises for an ``error``."""
+        reply = await self._post("", _encode(list(args)))
+        if not isinstance(reply, dict) or "result" not in reply:
+            error = reply.get("error") if isinstance(reply, dict) else None
+            if error is not None and str(error).startswith(("WRONGPASS", "NOPERM")):
+                raise StoreRejected(f"{self._base}: {error}")
+            raise StoreUnavailable(f"{self._base}: {error or 'unexpected reply'}")
+        return reply["result"]
+
     async def put_many(self, values: Sequence[LatestValue]) -> None:
+        fence = self.fence
+        if fence is not None:
+            await self._put_fenced(fence, values)
+            return
         for chunk in self._chunks(values):
             replies = await self._post("/pipeline", chunk.body)
             self._check_replies(replies, chunk.keys)
+
+    async def _put_fenced(self, fence: Fence, values: Sequence[LatestValue]) -> None:
+        step = self._max_commands
+        for start in range(0, len(values), step):
+            if not fence.holds():
+                raise LeaseLost(f"{self._base}: not the leader; nothing written")
+            part = values[start : start + step]
+            args: list[str | int | float] = ["EVAL", FENCED_SETS, len(part) + 1, fence.key]
+            args.extend(v.key for v in part)
+            args.append(fence.owner)
+            for v in part:
+                args.extend((v.value.decode("utf-8"), v.ttl_s, v.event_time))
+            try:
+                async with asyncio.timeout(max(fence.remaining_s(), 0.001)):
+                    written = await self.command(*args)  # type: ignore[arg-type]
+            except TimeoutError:
+                raise LeaseLost(f"{self._base}: the fencing deadline came first") from None
+            if written == -1:
+                raise LeaseLost(f"{self._base}: the lease is held by another task")
+            self.older_refused += len(part) - int(written)
 
     class _Chunk:
         __slots__ = ("body", "keys")
@@ -200,3 +243,24 @@ class UpstashLatestStore:
         if self._own_session and self._session is not None:
             await self._session.close()
             self._session = None
+
+
+class UpstashLease:
+    """The leader lease over Upstash's REST API (``SET NX PX``, ``EVAL``)."""
+
+    def __init__(self, store: UpstashLatestStore, key: str = LEADER_KEY) -> None:
+        self._store = store
+        self.key = key
+
+    async def acquire(self, owner: str, ttl_ms: int) -> bool:
+        return bool(await self._store.command("SET", self.key, owner, "NX", "PX", ttl_ms) == "OK")
+
+    async def renew(self, owner: str, ttl_ms: int) -> bool:
+        return bool(await self._store.command("EVAL", RENEW, 1, self.key, owner, ttl_ms) == 1)
+
+    async def release(self, owner: str) -> bool:
+        return bool(await self._store.command("EVAL", RELEASE, 1, self.key, owner) == 1)
+
+    async def holder(self) -> str | None:
+        value = await self._store.command("GET", self.key)
+        return None if value is None else str(value)

@@ -28,6 +28,7 @@ __all__ = [
     "FeedDisconnected",
     "FeedError",
     "FrameDecodeError",
+    "LeaseLost",
     "PolygonIngestError",
     "StoreRejected",
     "StoreUnavailable",
@@ -65,6 +66,11 @@ class FeedDisconnected(FeedError):
 
 class StoreUnavailable(PolygonIngestError):
     """The latest-value store could not be reached or timed out; retry later."""
+
+
+class LeaseLost(StoreUnavailable):
+    """A fenced write was refused: this task no longer holds the leader lease (or its
+    fencing deadline has passed). Nothing of the batch was written."""
 
 
 class StoreRejected(PolygonIngestError):

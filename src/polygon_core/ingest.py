@@ -29,7 +29,7 @@ from polygon_core.archive_lines import archive_blocks
 from polygon_core.backoff import backoff_delays
 from polygon_core.codec import DecodedFrame
 from polygon_core.conflation import EventConflation
-from polygon_core.errors import StoreUnavailable
+from polygon_core.errors import LeaseLost, StoreUnavailable
 from polygon_core.events import Channel, MarketEvent
 from polygon_core.flush_policy import FlushPolicy
 from polygon_core.keys import TtlPolicy
@@ -57,6 +57,7 @@ class FlushStats:
         "flush_seconds_total",
         "last_success_monotonic",
         "in_outage",
+        "fenced_dropped",
     )
 
     def __init__(self) -> None:
@@ -69,6 +70,8 @@ class FlushStats:
         self.flush_seconds_total = 0.0
         self.last_success_monotonic: float | None = None
         self.in_outage = False
+        self.fenced_dropped = 0
+        """Values not written because this task no longer held the leader lease."""
 
 
 class Ingest:
@@ -244,8 +247,8 @@ class Ingest:
             while written < len(batch):
                 part = batch[written : written + size]
                 values = [
-                    LatestValue(key, encode(event, updated_at), ttl[event.channel])
-                    for key, _t, event in part
+                    LatestValue(key, encode(event, updated_at), ttl[event.channel], t)
+                    for key, t, event in part
                 ]
                 await self._store.put_many(values)
                 written += len(part)
@@ -255,6 +258,11 @@ class Ingest:
                     channel = event.channel
                     if t > newest_of(channel, _MINUS_INF):
                         newest[channel] = t
+        except LeaseLost as exc:  # deposed: the new leader writes newer values; no retry
+            self._count_written(written)
+            self.stats.fenced_dropped += len(batch) - written
+            logger.warning("not the leader: %d values dropped (%s)", len(batch) - written, exc)
+            return True
         except StoreUnavailable as exc:
             self._count_written(written)
             self._on_failure(batch[written:], exc)

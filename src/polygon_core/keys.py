@@ -24,6 +24,7 @@ from polygon_core.events import Channel
 
 __all__ = [
     "KEY_PREFIXES",
+    "LEADER_KEY",
     "MAX_SYMBOL_LENGTH",
     "TEST_KEY",
     "TtlPolicy",
@@ -33,7 +34,10 @@ __all__ = [
 
 MAX_SYMBOL_LENGTH = 32
 TEST_KEY = "stock:test"
-"""The only key the service writes outside the schema: the Redis check's probe."""
+"""A key the service writes outside the schema: the Redis check's probe."""
+LEADER_KEY = "polygon-sink:leader"
+"""The leader lease (``HA_ENABLED``): the one key outside the four families the service
+keeps; its value is the holder's random owner id."""
 
 KEY_PREFIXES: dict[Channel, str] = {
     Channel.AM: "stock:agg1m:",

@@ -17,6 +17,7 @@ __all__ = [
     "Clock",
     "FeedSource",
     "FrameHandler",
+    "LeaderLease",
     "LatestStore",
     "LatestValue",
     "RawArchive",
@@ -25,11 +26,32 @@ __all__ = [
 
 
 class LatestValue(msgspec.Struct, frozen=True):
-    """One latest-value write: ``SET key value EX ttl_s``."""
+    """One latest-value write: ``SET key value EX ttl_s``.
+
+    ``event_time`` is the record's event time (``start`` for agg1m, ``ts`` otherwise): a
+    fenced store (``HA_ENABLED``) writes the value only if the stored record's is not newer.
+    """
 
     key: str
     value: bytes
     ttl_s: int
+    event_time: int | float = 0
+
+
+class LeaderLease(Protocol):
+    """The leader lease in the store (SPEC §7): ``SET key owner NX PX ttl``, renewed by
+    compare-and-set, released by compare-and-delete.
+
+    Each call returns whether ``owner`` holds the lease afterwards (``release``: whether it
+    was ours and is now gone), or raises
+    :class:`~polygon_core.errors.StoreUnavailable` (unknown: the policy decides).
+    """
+
+    async def acquire(self, owner: str, ttl_ms: int) -> bool: ...
+
+    async def renew(self, owner: str, ttl_ms: int) -> bool: ...
+
+    async def release(self, owner: str) -> bool: ...
 
 
 class LatestStore(Protocol):

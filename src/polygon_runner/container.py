@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator
 
 from dependency_injector import containers, providers
 
+from polygon_adapters.lease_scripts import Fence
 from polygon_adapters.memory import InMemoryLatestStore
 from polygon_adapters.polygon_ws import PolygonWebSocketFeed
 from polygon_adapters.redis_store import RedisLatestStore
@@ -25,6 +26,7 @@ from polygon_core.rotation import RotationPolicy
 from polygon_core.subscriptions import FeedRole
 from polygon_runner.check_redis import ReadableStore
 from polygon_runner.health import HealthReport, HealthServer, Metrics
+from polygon_runner.leadership import Leadership
 from polygon_runner.service import Service
 from polygon_runner.settings import Settings, store_backend
 
@@ -77,6 +79,19 @@ def store_for(url: str, token: str) -> ReadableStore:
     if backend == "memory":
         return InMemoryLatestStore()
     return RedisLatestStore.from_url(url)
+
+
+def leadership_for(settings: Settings, store: LatestStore, clock: SystemClock) -> Leadership | None:
+    """With ``HA_ENABLED``: the lease on the store's own client, and the store fenced by it
+    (every batch checks the lease); else None."""
+    if not settings.ha_enabled:
+        return None
+    make_lease = getattr(store, "lease", None)
+    if make_lease is None or not hasattr(store, "fence"):
+        raise ValueError("HA_ENABLED needs a Redis or Upstash store")
+    leadership = Leadership(make_lease(), clock, settings.ha_lease_ttl_ms)
+    store.fence = Fence(leadership.owner, leadership.holds, leadership.remaining_s)
+    return leadership
 
 
 async def health_server(
@@ -155,7 +170,10 @@ class Container(containers.DeclarativeContainer):
             _feed, FeedRole.DELAYED, settings.provided.ws_host_delayed, settings, clock
         ),
     )
-    report = providers.Singleton(HealthReport, ingest, feeds, archive, clock, store=store)
+    leadership = providers.Singleton(leadership_for, settings, store, clock)
+    report = providers.Singleton(
+        HealthReport, ingest, feeds, archive, clock, store=store, leadership=leadership
+    )
     health = providers.Resource(health_server, report, metrics, settings.provided.health_port)
     service = providers.Singleton(
         Service,
@@ -170,4 +188,5 @@ class Container(containers.DeclarativeContainer):
         health_interval_s=settings.provided.ws_health_interval_s,
         shutdown_timeout_s=settings.provided.shutdown_timeout_s,
         archive=archive,
+        leadership=leadership,
     )

@@ -21,36 +21,18 @@ from polygon_core.events import Channel
 from polygon_core.ingest import Ingest
 from polygon_core.ports import Clock
 from polygon_core.timestamps import to_epoch_ms
+from polygon_runner.health_figures import (
+    archive_degraded,
+    archive_figures,
+    leader_figures,
+    node_resets,
+)
 
 __all__ = ["HealthReport", "HealthServer", "Metrics", "MetricsCollector"]
 
+
 STORE_STALE_S = 60.0
 AM_BAR_MS = 60_000
-
-
-def node_resets(store: Any) -> dict[str, int]:
-    """Times a Redis store left a node, by reason (``READONLY``, ``connection`` ...)."""
-    counts = getattr(getattr(store, "stats", None), "resets_by_reason", None)
-    return dict(counts) if isinstance(counts, dict) else {}
-
-
-def archive_figures(archive: Any) -> dict[str, Any]:
-    """The archive's ``stats.snapshot()`` (empty without an archive)."""
-    stats = getattr(archive, "stats", None)
-    snapshot = getattr(stats, "snapshot", None)
-    return dict(snapshot()) if callable(snapshot) else {}
-
-
-def archive_degraded(figures: dict[str, Any]) -> list[str]:
-    """Why the archive is degraded (empty: it is not), from its figures."""
-    why = []
-    if figures.get("recovering"):
-        why.append("archive: start-up recovery not done yet (S3 unreachable?); lines buffer")
-    if figures.get("in_outage"):
-        why.append("archive: S3 calls are failing (retrying with backoff); lines buffer")
-    if figures.get("dropping"):
-        why.append("archive: memory budget full; lines are being dropped")
-    return why
 
 
 class HealthReport:
@@ -63,8 +45,11 @@ class HealthReport:
         archive: Any,
         clock: Clock,
         store: Any = None,
+        leadership: Any = None,
     ) -> None:
         self.ingest = ingest
+        self.leadership = leadership
+        """``HA_ENABLED``: the service's :class:`~polygon_runner.leadership.Leadership`."""
         self.feeds = feeds
         self.archive = archive
         self.store = store
@@ -90,6 +75,10 @@ class HealthReport:
             lags[c.value] = round(now - t, 1)
         return lags
 
+    def leader(self) -> dict[str, Any] | None:
+        """The leader lease's figures (None without ``HA_ENABLED``)."""
+        return leader_figures(self.leadership, self._clock.monotonic_s())
+
     def store_ok(self) -> tuple[bool, str]:
         stats = self.ingest.stats
         if stats.in_outage:
@@ -106,13 +95,19 @@ class HealthReport:
         the cold path: a degraded archive is reported (``archive``, ``degraded``) but keeps
         ``ok`` true, so an orchestrator does not replace a task whose Redis path works."""
         reasons: list[str] = []
-        for feed in self.feeds:
+        leader = self.leader()
+        standby = leader is not None and leader["role"] == "standby"
+        for feed in () if standby else self.feeds:  # a standby opens no feed
             if not feed.stats.authenticated:
                 reasons.append(f"{feed.role.value} feed is {feed.stats.state}")
         ok, why = self.store_ok()
         if not ok:
             reasons.append(why)
+        if leader is not None and not leader["store_answers"]:
+            reasons.append("the store has not answered a leader-lease request recently")
         body: dict[str, Any] = {"ok": not reasons, "reasons": reasons}
+        if leader is not None:
+            body["role"] = leader["role"]
         if self.archive is not None:
             degraded = archive_degraded(archive_figures(self.archive))
             body["archive"] = "degraded" if degraded else "ok"
@@ -147,6 +142,9 @@ class HealthReport:
             "redis_node_resets": node_resets(self.store),
             "lag_ms": self.lag_ms(),
         }
+        leader = self.leader()
+        if leader is not None:
+            item["leader"] = leader
         if delta:
             now = time.monotonic()
             elapsed = max(now - self._last_time, 1e-9)
@@ -205,6 +203,12 @@ class MetricsCollector(Collector):
             resets.add_metric([reason], count)
         yield resets
         yield GaugeMetricFamily("polygon_pending_keys", "Keys waiting", value=len(ingest.buffer))
+        leader = r.leader()
+        yield GaugeMetricFamily(
+            "polygon_sink_leader",
+            "1 while this task holds the leader lease (always 1 without HA_ENABLED)",
+            value=1.0 if leader is None or leader["role"] == "active" else 0.0,
+        )
         lag = GaugeMetricFamily("polygon_lag_seconds", "Now minus newest event", labels=["channel"])
         for name, value in r.lag_ms().items():
             if value is not None:

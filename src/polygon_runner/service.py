@@ -24,6 +24,7 @@ from polygon_core.errors import ArchiveMisconfigured, PolygonIngestError
 from polygon_core.ingest import Ingest
 from polygon_core.subscriptions import SymbolSelection
 from polygon_runner.health import HealthReport
+from polygon_runner.leadership import Leadership
 
 GC_INTERVAL_S = 15.0
 
@@ -59,6 +60,7 @@ class Service:
         archive: ArchiveRunner | None = None,
         discovery_attempts: int = 5,
         discovery_backoff_s: float = 0.5,
+        leadership: Leadership | None = None,
     ) -> None:
         self.ingest = ingest
         self.feeds = feeds
@@ -75,6 +77,13 @@ class Service:
         self._stop = asyncio.Event()
         self.report = report
         self.started_monotonic = time.monotonic()
+        self.leadership = leadership
+        self._feed_tasks: list[asyncio.Task[None]] = []
+        if leadership is not None:
+            for feed in feeds:
+                feed.gate = leadership.holds
+            leadership.on_active = self._open_feeds
+            leadership.on_standby = self._close_feeds
 
     def _reader_behind(self) -> bool:
         """Whether either feed has input waiting to be read (the flush loop's question)."""
@@ -125,8 +134,12 @@ class Service:
         def start(name: str, coro: Awaitable[Any]) -> None:
             tasks[asyncio.ensure_future(coro)] = name
 
-        for feed in self.feeds:
-            start(f"feed-{feed.role.value}", feed.run(self.ingest.on_frame))
+        if self.leadership is None:
+            for feed in self.feeds:
+                start(f"feed-{feed.role.value}", feed.run(self.ingest.on_frame))
+        else:  # the feeds open when the lease is ours (see polygon_runner.leadership)
+            logger.info("HA: standby until the leader lease is ours")
+            start("leader", self._lead(self.leadership))
         start("flush", self.ingest.run_flush_loop())
         start("health-log", self._health_log())
         start("gc", self._collect_cycles())
@@ -157,13 +170,56 @@ class Service:
             left = await self._shutdown(tasks)
         return code or (1 if left else 0)
 
+    async def _lead(self, leadership: Leadership) -> None:
+        """The lease loop, ending with the first feed that fails (as a feed task would)."""
+        lease = asyncio.ensure_future(leadership.run())
+        try:
+            while True:
+                watched = {lease, *self._feed_tasks}
+                done, _ = await asyncio.wait(watched, return_when=asyncio.FIRST_COMPLETED)
+                for task in done:
+                    if task is lease or (not task.cancelled() and task.exception() is not None):
+                        task.result()
+                        return
+                self._feed_tasks = [t for t in self._feed_tasks if not t.done()]
+                if not self._feed_tasks and done and leadership.holds():
+                    return  # a feed ended by itself: "ended unexpectedly"
+        finally:
+            lease.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await lease
+
+    async def _open_feeds(self) -> None:
+        """Active: start both feeds (the store's fence already lets writes through)."""
+        for feed in self.feeds:
+            feed.reopen()
+        self._feed_tasks = [
+            asyncio.ensure_future(feed.run(self.ingest.on_frame)) for feed in self.feeds
+        ]
+
+    async def _close_feeds(self, reason: str) -> None:
+        """Fenced: drop both connections at once, forget what waits to be written (the new
+        leader writes newer values), and wait for the feed tasks to end."""
+        for feed in self.feeds:
+            feed.abort()
+        dropped = len(self.ingest.buffer.drain())
+        tasks, self._feed_tasks = self._feed_tasks, []
+        if tasks:
+            await asyncio.wait(tasks, timeout=2.0)
+        logger.warning("standby: feeds closed (%s); %d pending values dropped", reason, dropped)
+
     async def _shutdown(self, tasks: dict[asyncio.Task[Any], str]) -> int:
         """Stop reading, flush the store, close the archive; returns values left unwritten."""
         started = time.monotonic()
         deadline = started + self._shutdown_timeout_s
         logger.info("stopping: closing feeds, flushing the store, closing the archive")
+        for task, name in tasks.items():
+            if name == "leader":  # no new term, no renewal: the lease is released below
+                task.cancel()
         for feed in self.feeds:
             await feed.aclose()
+        if self._feed_tasks:
+            await asyncio.wait(self._feed_tasks, timeout=2.0)
         self.ingest.stop()
         left = 0
         try:
@@ -180,6 +236,8 @@ class Service:
         except PolygonIngestError as exc:
             left = len(self.ingest.buffer)
             logger.error("stopping: final flush failed: %s", exc)
+        if self.leadership is not None:  # hand over: the standby takes the lease at once
+            await self.leadership.release()
         if self.archive is not None:
             try:
                 left_s = max(deadline - time.monotonic(), 0.1)

@@ -89,6 +89,8 @@ class Settings:
     log_format: Literal["json", "text"] = "json"
     log_level: str = "INFO"
     shutdown_timeout_s: float = 90.0
+    ha_enabled: bool = False
+    ha_lease_ttl_ms: int = 5000
     hostname: str = field(default_factory=socket.gethostname)
 
     @property
@@ -332,6 +334,11 @@ def load_settings(environ: Mapping[str, str], dotenv: Path | None = None) -> Set
                         "anything can be uploaded"
                     )
 
+    ha_enabled = r.flag("HA_ENABLED", False)
+    ha_ttl = r.integer("HA_LEASE_TTL_MS", 5000, 500, 60_000)
+    if ha_enabled and backend == "memory" and "REDIS_URL" not in r.problems:
+        r.problems["HA_ENABLED"] = "needs a shared store: REDIS_URL must be Redis or Upstash"
+
     settings = Settings(
         polygon_api_key=api_key,
         symbols=symbols,
@@ -366,6 +373,8 @@ def load_settings(environ: Mapping[str, str], dotenv: Path | None = None) -> Set
         log_format=r.parse("LOG_FORMAT", "json", _log_format),
         log_level=r.parse("LOG_LEVEL", "INFO", _log_level),
         shutdown_timeout_s=r.number("SHUTDOWN_TIMEOUT_SEC", 90.0, 1.0),
+        ha_enabled=ha_enabled,
+        ha_lease_ttl_ms=ha_ttl,
         hostname=r.raw("S3_HOSTNAME") or socket.gethostname(),
     )
     if r.problems:

@@ -43,6 +43,37 @@ def test_service_never_runs_two_tasks() -> None:
     assert service["deploymentConfiguration"]["minimumHealthyPercent"] == 0
 
 
+def _strip(task: dict) -> dict:
+    """The task definition without its family and environment."""
+    containers = [{**c, "environment": []} for c in task["containerDefinitions"]]
+    return {**task, "family": "", "containerDefinitions": containers}
+
+
+def _env(task: dict) -> dict[str, str]:
+    return {e["name"]: e["value"] for e in task["containerDefinitions"][0]["environment"]}
+
+
+def test_ha_services_overlap_only_with_the_lease_on() -> None:
+    """Overlap deploys and the two-task standby (docs/operations.md) run the task
+    definition that turns the leader lease on; it differs from the plain one in that alone."""
+    plain = json.loads((ROOT / "ecs/task-def.json").read_text())
+    ha = json.loads((ROOT / "ecs/task-def-ha.json").read_text())
+    validate("RegisterTaskDefinition", ha)
+    assert _env(ha) == {**_env(plain), "HA_ENABLED": "true", "HA_LEASE_TTL_MS": "5000"}
+    assert "HA_ENABLED" not in _env(plain)
+    assert _strip(ha) == _strip(plain)
+    rolling = json.loads((ROOT / "ecs/service-ha.json").read_text())
+    standby = json.loads((ROOT / "ecs/service-ha-standby.json").read_text())
+    for service, desired, maximum in ((rolling, 1, 200), (standby, 2, 150)):
+        validate("CreateService", service)
+        assert service["taskDefinition"] == ha["family"] == "polygon-sink-ha"
+        assert service["desiredCount"] == desired
+        assert service["deploymentConfiguration"]["minimumHealthyPercent"] == 100
+        assert service["deploymentConfiguration"]["maximumPercent"] == maximum
+    single = json.loads((ROOT / "ecs/service.json").read_text())
+    assert single["taskDefinition"] == plain["family"]
+
+
 def test_the_validator_rejects_a_bad_file() -> None:
     with pytest.raises(AssertionError):
         validate("CreateService", {"serviceName": "x", "desiredCount": "one"})

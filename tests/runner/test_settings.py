@@ -81,6 +81,21 @@ def test_idle_timeout() -> None:
     assert set(info.value.problems) == {"WS_IDLE_TIMEOUT_SEC"}
 
 
+def test_ha_settings() -> None:
+    s = load_settings(BASE)
+    assert (s.ha_enabled, s.ha_lease_ttl_ms) == (False, 5000)
+    s = load_settings({**BASE, "HA_ENABLED": "true", "HA_LEASE_TTL_MS": "1000"})
+    assert (s.ha_enabled, s.ha_lease_ttl_ms) == (True, 1000)
+    with pytest.raises(SettingsError) as err:
+        load_settings(
+            {**BASE, "HA_LEASE_TTL_MS": "100", "HA_ENABLED": "maybe", "BACKOFF_FACTOR": "x"}
+        )
+    assert {"HA_LEASE_TTL_MS", "HA_ENABLED", "BACKOFF_FACTOR"} <= set(err.value.problems)
+    with pytest.raises(SettingsError) as err:
+        load_settings({**BASE, "REDIS_URL": "memory://", "HA_ENABLED": "true"})
+    assert "shared store" in err.value.problems["HA_ENABLED"]
+
+
 def test_upstash_needs_a_token_and_gets_a_slower_default_flush() -> None:
     env = {**BASE, "REDIS_URL": "https://db.upstash.io"}
     with pytest.raises(SettingsError) as info:

@@ -10,7 +10,7 @@ import pytest
 from polygon_adapters.memory import InMemoryArchive, InMemoryLatestStore, ManualClock
 from polygon_adapters.runtime import AsyncioScheduler, SystemClock
 from polygon_core.codec import decode_frame
-from polygon_core.errors import StoreRejected
+from polygon_core.errors import LeaseLost, StoreRejected
 from polygon_core.events import Channel
 from polygon_core.ingest import Ingest
 from polygon_core.ports import LatestValue
@@ -421,3 +421,35 @@ async def test_with_an_interval_a_small_batch_waits_it(running) -> None:
     await asyncio.sleep(0.1)
     assert len(store.starts) == 1
     await eventually(lambda: len(store.starts) == 2, within_s=0.3)
+
+
+class DeposedStore(InMemoryLatestStore):
+    """Refuses every batch as a fenced store does once the lease is another task's."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.deposed = False
+        self.seen: list[LatestValue] = []
+
+    async def put_many(self, values: Sequence[LatestValue]) -> None:
+        self.seen.extend(values)
+        if self.deposed:
+            raise LeaseLost("the lease is held by another task")
+        await super().put_many(values)
+
+
+async def test_a_deposed_task_drops_its_batch_and_does_not_retry(running, caplog) -> None:
+    store = DeposedStore()
+    ingest = Ingest(store, SystemClock(), AsyncioScheduler(), retry_initial_s=0.001)
+    running(ingest)
+    feed(ingest, trade("AAPL", 10, 1.0))
+    await eventually(lambda: ingest.stats.values_written == 1)
+    assert store.seen[-1].event_time == 10  # the event time goes with the value
+    store.deposed = True
+    feed(ingest, trade("AAPL", 20, 2.0), trade("MSFT", 1, 5.0))
+    await eventually(lambda: ingest.stats.fenced_dropped == 2)
+    await asyncio.sleep(0.02)
+    assert len(store.seen) == 3  # one refused attempt, no retries
+    assert len(ingest.buffer) == 0 and not ingest.stats.in_outage
+    assert ingest.stats.failed_flushes == 0
+    assert price(store, "stock:trade:AAPL") == 1.0
