@@ -60,15 +60,24 @@ def until_final(
     return end
 
 
+def _feeds_done(run: RunContext) -> bool:
+    """Wait until both paced simulators delivered their share (failing the run if not)."""
+    timeout = 60.0 + 3 * run.w.events / run.w.rate
+    for role, host in run.hosts.items():
+        if not host.wait_delivered(run.per_host[role], timeout):
+            run.result.fail(
+                f"the {role} simulator delivered {host.delivered} of {run.per_host[role]}"
+            )
+            return False
+    return True
+
+
 def until_drained(
     run: RunContext, client: Child, health_port: int, alive: Callable[[], bool]
 ) -> Snapshot | None:
     r, w = run.result, run.w
-    timeout = 60.0 + 3 * w.events / w.rate
-    for role, host in run.hosts.items():
-        if not host.wait_delivered(run.per_host[role], timeout):
-            r.fail(f"the {role} simulator delivered {host.delivered} of {run.per_host[role]}")
-            return None
+    if not _feeds_done(run):
+        return None
     deadline = time.monotonic() + 30.0
     while alive() and time.monotonic() < deadline:
         metrics = scrape_metrics(health_port)
@@ -119,11 +128,8 @@ def until_written(
     per event since the first write (plus the ones before it)."""
     r, w, probe = run.result, run.w, run.probe
     assert probe is not None
-    timeout = 60.0 + 3 * w.events / w.rate
-    for role, host in run.hosts.items():
-        if not host.wait_delivered(run.per_host[role], timeout):
-            r.fail(f"the {role} simulator delivered {host.delivered} of {run.per_host[role]}")
-            return None
+    if not _feeds_done(run):
+        return None
     deadline = time.monotonic() + 30.0
     while alive() and time.monotonic() < deadline:
         if probe.commandstats().get("set", 0) >= w.events:
