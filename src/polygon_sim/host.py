@@ -14,6 +14,7 @@ from polygon_core.subscriptions import FeedRole
 from polygon_sim.config import ScriptedEvent, SimulatorConfig
 from polygon_sim.connection import Connection
 from polygon_sim.faults import Faults, StatusKill
+from polygon_sim.live import LiveHost
 from polygon_sim.market import HostMarket
 from polygon_sim.stamps import FrameStamps
 from polygon_sim.truth import Truth
@@ -36,6 +37,10 @@ class Host(Protocol):
     def scripts(self) -> Mapping[FeedRole, deque[ScriptedEvent]] | None: ...
     @property
     def stamps(self) -> FrameStamps | None: ...
+    @property
+    def live(self) -> Mapping[FeedRole, LiveHost] | None:
+        """The realistic market's hosts (``None``: the flat market)."""
+        ...
 
     def take_budget(self, n: int) -> int:
         """Up to ``n`` events granted under ``max_events``."""

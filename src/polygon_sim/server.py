@@ -41,6 +41,7 @@ from polygon_core.subscriptions import FeedRole
 from polygon_sim.config import ScriptedEvent, SimulatorConfig, config_from_args, parse_script
 from polygon_sim.connection import Connection
 from polygon_sim.faults import Faults, StatusKill
+from polygon_sim.live import LiveHost, realistic_hosts
 from polygon_sim.market import HostMarket
 from polygon_sim.rest import RestStats, TickersEndpoint
 from polygon_sim.stamps import FrameStamps
@@ -95,6 +96,8 @@ class PolygonSimulator:
         self._streamer = Streamer(self)
         self.stamps = None if config.frame_log is None else FrameStamps(config.frame_log)
         """Frame numbers and send times for the benchmark (``frame_log``), else ``None``."""
+        self.live: dict[FeedRole, LiveHost] | None = None
+        """The realistic market's hosts (``market="realistic"``), made at :meth:`start`."""
 
     # lifecycle
 
@@ -103,6 +106,8 @@ class PolygonSimulator:
         if self._servers:
             raise RuntimeError("simulator already started")
         config = self.config
+        if config.market == "realistic":
+            self.live = realistic_hosts(config)
         ports = {FeedRole.REALTIME: config.port_realtime, FeedRole.DELAYED: config.port_delayed}
         try:
             for role, port in ports.items():

@@ -32,6 +32,7 @@ from polygon_sim.config import ScriptedEvent
 from polygon_sim.connection import Connection
 from polygon_sim.faults import HostFaults, StatusKill
 from polygon_sim.host import Host
+from polygon_sim.live_writer import stream_live
 from polygon_sim.truth import ConnectionEventKind, Latest
 from polygon_sim.wire import (
     AUTH_FAILED,
@@ -164,6 +165,9 @@ class Streamer:
 
     async def _stream(self, conn: Connection) -> None:
         sim, ws = self.sim, conn.ws
+        if sim.live is not None and sim.scripts is None:
+            await stream_live(sim, conn, self._take_faults, self._flush)
+            return
         market = sim.markets[conn.role]
         channels = market.channels
         host_faults = sim.faults.hosts[conn.role]
