@@ -22,12 +22,13 @@ from urllib.parse import urlsplit
 
 from polygon_adapters.redis_store import redact_url
 from polygon_core.errors import ArchiveMisconfigured, PolygonIngestError
-from polygon_runner import athena, demo, simulator
+from polygon_runner import athena, demo
 from polygon_runner.check_redis import check_store
 from polygon_runner.container import Container, store_for
 from polygon_runner.logs import configure_logging
 from polygon_runner.service import Service
 from polygon_runner.settings import Settings, SettingsError, load_settings, load_store_settings
+from polygon_sim import server as simulator
 
 logger = logging.getLogger("polygon_runner")
 
@@ -134,7 +135,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "demo":
         return demo.main(rest)
     if args.command == "simulate":
-        return simulator.main(rest)
+        return simulator.main(rest, prog="polygon-sink simulate")
     if args.command == "athena-ddl":
         return athena.main(rest)
     if rest:
