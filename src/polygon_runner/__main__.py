@@ -59,8 +59,16 @@ def _secrets(settings: Settings) -> list[str]:
 async def _serve(settings: Settings) -> int:
     container = Container(settings=settings)
     try:
-        await _maybe_await(container.init_resources())
-        service = await _maybe_await(container.service())
+        try:
+            await _maybe_await(container.init_resources())
+            service = await _maybe_await(container.service())
+        except PolygonIngestError:
+            raise
+        except Exception:
+            # Said before the resources close (the archive's close may wait for S3): why
+            # a start failed is the first thing an operator reads, not the last.
+            logger.critical("cannot start: unexpected error", exc_info=True)
+            return 1
         assert isinstance(service, Service)
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
