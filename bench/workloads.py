@@ -92,11 +92,12 @@ def workloads(sizes: Sizes) -> list[Workload]:
     latency: list[Workload] = []
     for key, (rate, epf) in LATENCY_RATES.items():
         label = f"{lat} sym @ {rate // 1000}k ev/s, {epf}/frame"
-        n = int(rate * t)
+        paced = int(rate * t)  # not ``n``: the throughput rows below need sizes.events
         latency += [
-            Workload(f"ref-{key}", f"reference writer, {label}", "reference", lat, n, rate,
+            Workload(f"ref-{key}", f"reference writer, {label}", "reference", lat, paced, rate,
                      events_per_frame=epf),
-            Workload(key, f"3 latency, {label}", "sink", lat, n, rate, events_per_frame=epf),
+            Workload(key, f"3 latency, {label}", "sink", lat, paced, rate,
+                     events_per_frame=epf),
         ]  # fmt: skip
     return [
         Workload("feed", f"feed ceiling: simulator -> null client, {s} sym", "null", s, n),
