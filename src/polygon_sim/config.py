@@ -79,6 +79,10 @@ class SimulatorConfig:
     ``midday``, ``close``, ``after``, or ``now`` for New York's real time)."""
     session_speed: float = 1.0
     """Realistic market: how many times faster than the wall clock the sessions pass."""
+    session_origin_s: float | None = None
+    """Realistic market: the wall-clock time (epoch s) at which ``session`` begins (earlier
+    times fall in the sessions before it); ``None``: when the simulator starts. Two
+    processes given the same origin, speed and seed run the same market (the benchmark)."""
     mix: tuple[tuple[str, float], ...] = DEFAULT_MIX
     """Relative channel weights (``T``:``Q`` and ``AM``:``FMV`` matter, per host)."""
     script: tuple[ScriptItem, ...] | None = None
@@ -208,6 +212,13 @@ def config_from_args(
     )
     add("--speed", type=float, default=1.0, help="realistic: sessions pass N times faster")
     add(
+        "--session-origin",
+        type=float,
+        default=None,
+        metavar="EPOCH_S",
+        help="realistic: wall-clock time (epoch s) at which --session begins (default: start)",
+    )
+    add(
         "--rate",
         type=float,
         default=0.0,
@@ -248,6 +259,7 @@ def config_from_args(
         market=args.market,
         session=args.session,
         session_speed=args.speed,
+        session_origin_s=args.session_origin,
         events_per_frame=args.events_per_frame,
         max_frame_delay_s=args.max_frame_delay,
         seed=args.seed,

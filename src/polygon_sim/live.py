@@ -133,12 +133,18 @@ class LiveHost:
         return out
 
 
+def _clock(config: SimulatorConfig) -> SessionClock:
+    if config.session_origin_s is None:
+        return SessionClock.starting(config.session, config.session_speed)
+    return SessionClock(config.session, config.session_speed, config.session_origin_s)
+
+
 def realistic_hosts(config: SimulatorConfig) -> dict[FeedRole, LiveHost]:
     """Both hosts over one :class:`RealisticMarket` of ``config``, starting now."""
     market = RealisticMarket(
         config.symbols,
         rate=config.events_per_second or REALISTIC_RATE,
-        clock=SessionClock.starting(config.session, config.session_speed),
+        clock=_clock(config),
         seed=config.seed,
         fmv_ns=config.fmv_time_unit == "ns",
     )

@@ -167,3 +167,20 @@ def test_session_phases_and_their_activity() -> None:
     assert counts["overnight"] < counts["pre"] < counts["open"]
     with pytest.raises(ValueError):
         SessionClock("lunch")
+
+
+def test_two_processes_given_one_session_origin_run_one_clock() -> None:
+    """``--session-origin``: the benchmark's two simulator processes start at different
+    moments yet agree on the session (and so on every second's trades)."""
+    from polygon_sim.config import config_from_args
+    from polygon_sim.live import realistic_hosts
+
+    argv = ["--session", "open", "--speed", "1000", "--session-origin", str(T0), "--seed", "3"]
+    config, _ = config_from_args(argv)
+    assert config.session_origin_s == T0
+    clocks = [next(iter(realistic_hosts(config).values())).market.clock for _ in range(2)]
+    assert clocks[0] == clocks[1] == SessionClock("open", 1000.0, float(T0))
+    assert clocks[0].session(T0 - 1) == "pre" and clocks[0].session(T0 + 1) == "open"
+    assert clocks[0].session(T0 + 1800 / 1000 + 1) == "midday"
+    default, _ = config_from_args([])
+    assert default.session_origin_s is None
