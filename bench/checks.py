@@ -6,7 +6,9 @@
   the first one does not).
 * Paced (latency) runs end when both simulators have delivered everything and the sink's
   ``/metrics`` shows every event taken and no key pending (scraped every 50 ms, only after
-  the feeds are done).
+  the feeds are done). Each simulator must have delivered exactly its budget on its own
+  host's channels only (``AM``/``FMV`` real-time, ``T``/``Q`` delayed), and the sink's
+  per-channel counts must equal the two simulators' together.
 """
 
 from __future__ import annotations
@@ -19,9 +21,11 @@ from bench.context import RunContext, Snapshot
 from bench.expected import Expected
 from bench.probe import metric_sum, scrape_metrics
 from bench.procs import Child
+from polygon_core.subscriptions import FeedRole
 
 __all__ = [
     "LATENCY_WARMUP_S",
+    "check_feeds",
     "check_sink",
     "latencies",
     "until_drained",
@@ -139,14 +143,38 @@ def until_written(
     return None
 
 
+def check_feeds(run: RunContext) -> dict[str, int]:
+    """What the two simulators of a paced run delivered, per channel (their last stats
+    line); fails the run when a host sent another host's channel or missed its budget."""
+    r, delivered = run.result, dict[str, int]()
+    for role, host in run.hosts.items():
+        counts = {c: n for c, n in host.counts.items() if n}
+        r.extra.setdefault("delivered", {})[role] = counts
+        foreign = sorted(set(counts) - set(FeedRole(role).channels))
+        if foreign:
+            r.fail(f"the {role} simulator delivered {foreign}: not its host's channels")
+        if sum(counts.values()) != run.per_host[role]:
+            r.fail(f"the {role} simulator delivered {counts}, its budget {run.per_host[role]}")
+        delivered |= counts
+    return delivered
+
+
 def check_sink(
-    run: RunContext, metrics: dict[str, dict[str, float]], expected: Expected | None
+    run: RunContext,
+    metrics: dict[str, dict[str, float]],
+    expected: Expected | None,
+    delivered: dict[str, int] | None = None,
 ) -> None:
+    """The sink took what the replay (``expected``) or the simulators (``delivered``, per
+    channel) say was sent, dropped and rejected nothing, and never lost Redis or a feed."""
     r, w = run.result, run.w
     events = {k.split('"')[1]: int(v) for k, v in metrics.get("polygon_events_total", {}).items()}
+    events = {c: n for c, n in events.items() if n}
     taken = sum(events.values())
-    if expected is not None and events != expected.counts:
+    if expected is not None and events != {c: n for c, n in expected.counts.items() if n}:
         r.fail(f"sink counted {events} per channel, the replay says {expected.counts}")
+    elif delivered is not None and events != delivered:
+        r.fail(f"sink counted {events} per channel, the simulators delivered {delivered}")
     elif taken != w.events:
         r.fail(f"sink took {taken} events, the simulators delivered {w.events}")
     for name in (

@@ -14,7 +14,7 @@ from typing import Any
 from bench.expected import bench_symbols
 from bench.probe import LatencySampler, RedisProbe, busy_cpu_seconds
 from bench.procs import Child, FeedHost, cpu_seconds, start_child
-from bench.workloads import Workload
+from bench.workloads import DAY_LEAD_S, Workload
 
 __all__ = ["API_KEY", "SEED", "RunContext", "RunResult", "Snapshot"]
 
@@ -67,25 +67,26 @@ class RunContext:
     def __init__(self, w: Workload, workdir: Path, stack: contextlib.ExitStack) -> None:
         self.w, self.workdir, self.stack = w, workdir, stack
         self.symbols = bench_symbols(w.symbols)
-        half = w.events // 2
-        self.per_host = {"realtime": half, "delayed": w.events - half}
+        self.per_host = w.per_host
         self.result = RunResult(w.key)
         self.pids: dict[str, int] = {}
         self.probe: RedisProbe | None = None
         self.sampler: LatencySampler | None = None
 
     def start_feeds(self) -> dict[str, str]:
+        w, realistic = self.w, self.w.market == "realistic"
         hosts = {
             role: FeedHost.start(
                 role,
                 self.workdir,
                 api_key=API_KEY,
                 symbols=self.symbols,
-                rate=self.w.rate / 2,
+                rate=w.rate if realistic else w.rate / 2,
                 max_events=n,
-                seed=None if self.w.paced else SEED,
-                events_per_frame=self.w.events_per_frame,
-                frame_log=self.frame_log(role) if self.w.paced else None,
+                seed=SEED if realistic or not w.paced else None,
+                events_per_frame=w.events_per_frame,
+                frame_log=self.frame_log(role) if w.paced else None,
+                market=self._market_args(),
             )  # fmt: skip
             for role, n in self.per_host.items()
         }
@@ -94,6 +95,17 @@ class RunContext:
             self.pids[f"sim_{role}"] = host.child.pid
         self.hosts = hosts
         return {role: host.wait_ready() for role, host in hosts.items()}
+
+    def _market_args(self) -> list[str]:
+        """The simulators' market options: one session clock for both (the same origin)."""
+        w = self.w
+        if w.market == "flat":
+            return ["--market", "flat"]
+        origin = self.result.extra.setdefault("session_origin", time.time() + DAY_LEAD_S)
+        return [
+            "--market", "realistic", "--session", w.session, "--speed", f"{w.speed:g}",
+            "--session-origin", f"{origin:.3f}",
+        ]  # fmt: skip
 
     def frame_log(self, role: str) -> Path:
         """Where the simulator of ``role`` writes its frames' send times (paced runs)."""

@@ -162,9 +162,10 @@ class FeedHost:
         events_per_frame: int = 50,
         stats_interval_s: float = 0.1,
         frame_log: Path | None = None,
+        market: Sequence[str] = ("--market", "flat"),
     ) -> FeedHost:
         argv = [
-            sys.executable, "-m", "polygon_runner", "simulate", "--no-rest", "--market", "flat",
+            sys.executable, "-m", "polygon_runner", "simulate", "--no-rest", *market,
             "--symbols", ",".join(symbols), "--rate", str(rate),
             "--events-per-frame", str(events_per_frame), "--max-events", str(max_events),
             "--stats-interval", str(stats_interval_s), "--auth-timeout", "0",

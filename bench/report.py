@@ -221,7 +221,7 @@ def render(summaries: dict[str, Summary], write: Callable[[str], None]) -> None:
             write(f"{'  min–max of ' + str(len(s.runs)) + ' runs':<{TITLE_WIDTH}}" + _cells(spread))
         if (
             base is not None
-            and key not in ("cmp", "feed")
+            and key not in ("cmp", "feed", "day", "base-day")
             and not key.startswith(("3", "ref", "base"))
         ):
             write(f"{'  × comparator':<{TITLE_WIDTH}}" + _cells(_ratios(s, base, key)))

@@ -17,7 +17,14 @@ import sys
 import time
 from pathlib import Path
 
-from bench.checks import check_sink, latencies, until_drained, until_final, until_written
+from bench.checks import (
+    check_feeds,
+    check_sink,
+    latencies,
+    until_drained,
+    until_final,
+    until_written,
+)
 from bench.context import API_KEY, SEED, RunContext, RunResult
 from bench.expected import KEY_PREFIX, Expected, replay
 from bench.probe import LatencySampler, RedisProbe, scrape_metrics
@@ -119,8 +126,9 @@ def _measured(run: RunContext) -> None:
     r.peak_rss_bytes = client.peak_rss()
     if run.sampler is not None:
         run.sampler.stop()
+    delivered = check_feeds(run) if w.paced else None
     if w.client == "sink":
-        check_sink(run, scrape_metrics(health_port), expected)
+        check_sink(run, scrape_metrics(health_port), expected, delivered)
     code = client.stop(timeout_s=SHUTDOWN_S + 10)
     if code != 0:
         r.fail(f"{client.name} exited with {code} after SIGTERM")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 from bench.workloads import FULL, LATENCY_RATES, QUICK, Sizes, workloads
 
@@ -22,6 +24,6 @@ def test_throughput_rows_get_the_throughput_size(sizes: Sizes) -> None:
 def test_events_option_reaches_every_throughput_row() -> None:
     """``--events N`` with N unlike any latency run's count (the old loop variable leak gave
     ``feed`` and ``1`` the last latency run's count)."""
-    sizes = Sizes(12_345, 50, 1_000, 5_000, 2.0, 1)
+    sizes = dataclasses.replace(QUICK, events=12_345)
     rows = {w.key: w for w in workloads(sizes)}
     assert rows["feed"].events == rows["1"].events == 12_345
