@@ -25,12 +25,12 @@ from bench.checks import (
     until_final,
     until_written,
 )
-from bench.context import API_KEY, SEED, RunContext, RunResult
+from bench.context import API_KEY, SEED, RunContext, RunResult, Snapshot
 from bench.expected import KEY_PREFIX, Expected, replay
-from bench.probe import LatencySampler, RedisProbe, scrape_metrics
+from bench.probe import LatencySampler, RedisProbe, metric_sum, scrape_metrics
 from bench.procs import ROOT, Child, cpu_seconds
 from bench.services import SHUTDOWN_S, sink_env
-from bench.workloads import Workload
+from bench.workloads import DAY_LEAD_S, Workload
 from polygon_sim.stamps import read_frame_log
 from polygon_testing.local_redis import RedisServerProcess
 
@@ -112,7 +112,9 @@ def _measured(run: RunContext) -> None:
         run.sampler.start()
         stack.callback(run.sampler.stop)
     t0 = probe.wait_first_write(60.0, alive)
-    start = run.snap(client, t0)
+    start, before = run.snap(client, t0), 0
+    if w.market == "realistic":
+        start, before = _from_the_open(run, client, start, health_port)
     if expected is not None:
         end = until_final(run, client, expected, start.t, alive)
     elif w.client == "reference":
@@ -122,7 +124,7 @@ def _measured(run: RunContext) -> None:
     if end is None:
         return
     run.account(start, end)
-    r.events = w.events
+    r.events = w.events - before
     r.peak_rss_bytes = client.peak_rss()
     if run.sampler is not None:
         run.sampler.stop()
@@ -141,6 +143,30 @@ def _measured(run: RunContext) -> None:
         run.stop_feeds()  # they write their frames' send times on the way out
         sent = {role: read_frame_log(run.frame_log(role)) for role in run.hosts}
         latencies(run, sent, t0_wall=time.time() - (time.monotonic() - t0))
+
+
+def _from_the_open(
+    run: RunContext, client: Child, start: Snapshot, health_port: int
+) -> tuple[Snapshot, int]:
+    """The realistic day: when the first write came in the pre-market seconds, the measured
+    interval starts at the open instead; the snapshot there, and the events taken before
+    it (the sink's ``/metrics``; the reference writer's ``SET`` count), left out of the
+    figures."""
+    r = run.result
+    wait = r.extra["session_origin"] - time.time()
+    r.extra["first_write_before_open_s"] = round(wait, 3)
+    if wait <= 0:  # it missed some of the open burst: the day's shape is not what ran
+        r.fail(f"the {run.w.client} wrote first {-wait:.1f} s after the open (start-up took "
+               f"longer than the {DAY_LEAD_S:g} s lead, DAY_LEAD_S)")  # fmt: skip
+        return start, 0
+    time.sleep(wait)
+    at_open = run.snap(client)
+    if run.w.client == "reference":
+        before = at_open.commands.get("set", 0)
+    else:
+        before = int(metric_sum(scrape_metrics(health_port), "polygon_events_total"))
+    r.extra["events_before_open"] = before
+    return at_open, before
 
 
 def _keep_log_tail(r: RunResult, client: Child) -> None:
