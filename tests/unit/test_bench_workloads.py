@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 
 import pytest
-from bench.workloads import FULL, LATENCY_RATES, QUICK, Sizes, workloads
+from bench.workloads import FULL, LATENCY_RATES, LATENCY_SYMBOLS, QUICK, Sizes, workloads
 
 
 @pytest.mark.parametrize("sizes", [FULL, QUICK], ids=["full", "quick"])
@@ -27,3 +27,22 @@ def test_events_option_reaches_every_throughput_row() -> None:
     sizes = dataclasses.replace(QUICK, events=12_345)
     rows = {w.key: w for w in workloads(sizes)}
     assert rows["feed"].events == rows["1"].events == 12_345
+
+
+@pytest.mark.parametrize("sizes", [FULL, QUICK], ids=["full", "quick"])
+def test_the_realistic_day_compresses_open_to_close_into_day_s(sizes: Sizes) -> None:
+    rows = {w.key: w for w in workloads(sizes)}
+    ref, day = rows["ref-day"], rows["day"]
+    assert (ref.client, day.client) == ("reference", "sink")
+    for w in (ref, day):
+        assert w.market == "realistic" and w.session == "open" and w.paced
+        assert w.speed * sizes.day_s == pytest.approx(6.5 * 3600)
+        assert w.number == "day"
+        per_host = w.per_host
+        assert sum(per_host.values()) == w.events
+        assert per_host["realtime"] == int(0.93 * LATENCY_SYMBOLS * sizes.day_s)  # FMV 1/s
+        # the day carries 28,800 midday-seconds of trades and quotes (open 4x->1.5x over
+        # 30 min, midday 5.5 h, close 1.5x->3x over 30 min), compressed by the speed
+        day_volume = sizes.day_rate * 28_800 / w.speed
+        assert per_host["delayed"] == pytest.approx(0.93 * day_volume, rel=1e-3)
+    assert rows["1"].per_host == {"realtime": sizes.events // 2, "delayed": sizes.events // 2}
