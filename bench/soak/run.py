@@ -19,6 +19,7 @@ from typing import Any
 import redis.asyncio as aioredis
 
 from bench.expected import KEY_PREFIX, wire_record_values
+from bench.service_task import WriteWatcher
 from bench.soak.chaos import Chaos, Outage
 from bench.soak.observe import MetricsPoller, RollbackWatcher, RssSampler, Sample
 from bench.soak.plan import COOLDOWN_S, Fault, SoakConfig, schedule
@@ -44,6 +45,8 @@ class Collected:
     poller: MetricsPoller | None = None
     watcher: RollbackWatcher | None = None
     rss: RssSampler | None = None
+    writes: WriteWatcher | None = None
+    """A few hundred keys polled every 10 ms: write gaps and expiries at a handover."""
     window: tuple[float, float] = (0.0, 0.0)
     """``time.time()`` at the start and end of the chaos window."""
     rss_start: int = 0
@@ -61,6 +64,16 @@ class Collected:
     exit_code: int | None = None
     stop_seconds: float | None = None
     archive_lines: dict[str, int] = field(default_factory=dict)
+    archive_by_task: dict[str, dict[str, int]] = field(default_factory=dict)
+    """Lines in S3 per task (its hostname ``soak-<task>``) and channel."""
+    appended_by_task: dict[str, dict[str, int]] = field(default_factory=dict)
+    """``polygon_archive_lines_appended`` per task and channel, as each last answered."""
+    killed: list[str] = field(default_factory=list)
+    """Tasks SIGKILLed by the schedule (their unuploaded tail is lost, as in a crash)."""
+    terms: int = 0
+    """Times a task took the leader lease (each opens both feeds once); 1 without HA."""
+    fences: int = 0
+    """Times a task lost the lease or could not renew it (it dropped both feeds)."""
     open_uploads: int = 0
     markers: int = 0
     leaked: list[str] = field(default_factory=list)
@@ -82,8 +95,10 @@ async def run_soak(cfg: SoakConfig, progress: Any = print) -> Collected:
         assert world.service is not None
         out.poller = MetricsPoller(world)
         out.watcher = RollbackWatcher(world, world.symbols)
-        out.rss = RssSampler(world.service.pid)
-        tasks = [asyncio.create_task(o.run()) for o in (out.poller, out.watcher, out.rss)]
+        out.rss = RssSampler(world)
+        out.writes = WriteWatcher(world.redis_url, _watched_keys(world), 0.01, time.time)
+        observers = (out.poller, out.watcher, out.rss, out.writes)
+        tasks = [asyncio.create_task(o.run()) for o in observers]
         progress(f"soak: warming up {cfg.warmup_s:.0f} s")
         await asyncio.sleep(cfg.warmup_s)
         await _while_alive(world, starting)
@@ -152,15 +167,20 @@ def _workdir(cfg: SoakConfig) -> Path:
     return workdir
 
 
+def _watched_keys(world: World) -> list[str]:
+    """Trade, quote and FMV keys of the first 100 symbols (changing many times a second)."""
+    return [KEY_PREFIX[c] + s for s in world.symbols[:100] for c in ("T", "Q", "FMV")]
+
+
 async def _while_alive(world: World, task: asyncio.Task[Any]) -> None:
-    """Wait for ``task``; fail at once if the service dies meanwhile."""
-    assert world.service is not None
-    died = asyncio.create_task(world.service.wait())
-    done, _ = await asyncio.wait({task, died}, return_when=asyncio.FIRST_COMPLETED)
-    if died in done:
-        task.cancel()
-        raise RuntimeError(f"the service died (exit code {world.service.returncode})")
-    died.cancel()
+    """Wait for ``task``; fail at once if a task the schedule did not stop dies meanwhile."""
+    while not task.done():
+        for t in world.tasks:
+            code = t.proc.returncode
+            if code is not None and t.name not in world.stopping:
+                task.cancel()
+                raise RuntimeError(f"the service (task {t.name}) died (exit code {code})")
+        await asyncio.wait({task}, timeout=0.2)
     task.result()
 
 
@@ -185,6 +205,15 @@ async def _quiesce(world: World, poller: MetricsPoller) -> None:
 
 
 def _take_truth(world: World, out: Collected) -> None:
+    assert out.poller is not None
+    for name, page in out.poller.per_task.items():
+        out.appended_by_task[name] = {
+            c: int(page.get(f'polygon_archive_lines_appended{{channel="{c}"}}', 0))
+            for c in KEY_PREFIX
+        }
+    out.killed = (
+        [o.task for o in out.chaos.outages if o.kind == "sigkill" and o.task] if out.chaos else []
+    )
     for role, host in world.sim.truth.hosts.items():
         conns = list(host.connections.values())
         out.delivered |= dict(host.counts)
@@ -248,7 +277,9 @@ async def _check_redis(world: World, out: Collected) -> None:
 async def _stop_service(world: World, out: Collected) -> None:
     assert world.service is not None
     began = time.monotonic()
-    world.service.send_signal(signal.SIGTERM)
+    for task in world.tasks:  # the active one (a standby too, had the schedule left one)
+        if task.proc.returncode is None:
+            task.proc.send_signal(signal.SIGTERM)
     try:
         out.exit_code = await asyncio.wait_for(world.service.wait(), SHUTDOWN_TIMEOUT_S + 10)
     except TimeoutError:
@@ -268,21 +299,27 @@ async def _read_archive(world: World, out: Collected) -> None:
                     out.markers += 1
                     continue
                 channel = key.split("channel=", 1)[1].split("/", 1)[0]
+                task = key.rpartition("/")[2].rpartition("-seq=")[0].removeprefix("soak-")
                 body = s3.get_object(Bucket=BUCKET, Key=key)["Body"]
                 lines = sum(chunk.count(b"\n") for chunk in body.iter_chunks(1 << 20))
                 out.archive_lines[channel] = out.archive_lines.get(channel, 0) + lines
+                mine = out.archive_by_task.setdefault(task, {})
+                mine[channel] = mine.get(channel, 0) + lines
         out.open_uploads = len(s3.list_multipart_uploads(Bucket=BUCKET).get("Uploads", []))
 
     await asyncio.to_thread(read)
 
 
 def _scan_logs(world: World, out: Collected) -> None:
-    try:
-        text = world.service_log.read_text(errors="replace")
-    except OSError:
-        return
+    texts = []
+    for task in world.tasks:
+        with contextlib.suppress(OSError):
+            texts.append(task.log.read_text(errors="replace"))
+    text = "\n".join(texts)
     out.log_lines = text.count("\n")
     out.leaked = [name for name, secret in world.secrets.items() if secret in text]
+    out.terms = text.count('"event":"lease_acquired"') if world.cfg.ha else 1
+    out.fences = text.count('"event":"lease_lost"')
 
 
 def remove_workdir(out: Collected) -> None:

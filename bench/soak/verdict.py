@@ -1,4 +1,5 @@
-"""The soak's judgement: the seven checks of issue 8, each with its figure, and the tables."""
+"""The soak's judgement: the seven checks of issue 8 and the takeovers of issue 14, each
+with its figure, and the tables."""
 
 from __future__ import annotations
 
@@ -73,7 +74,7 @@ def recovery(o: Outage, poller: MetricsPoller, lag_ok_s: float) -> Recovery:
         return Recovery(o, None, None)
     drained = None
     channels: tuple[str, ...] = ALL_LAG
-    if o.kind in ("redis_down", "redis_failover"):
+    if o.kind in ("redis_down", "redis_failover", "handover", "sigkill"):
         writes = before.get("polygon_redis_writes_total")
         resumed = _first(samples, o.ended, lambda s: s.get("polygon_redis_writes_total") > writes)
     elif o.kind in ("s3_down", "s3_down_at_start"):
@@ -174,11 +175,7 @@ def judge(c: Collected) -> tuple[list[Check], list[Recovery], dict[str, Any]]:
     # Rejected elements of a known channel are archived too (raw, for forensics): the
     # archive holds every event received plus at most the rejects.
     extra = {ch: appended[ch] - events[ch] for ch in channels}
-    wrong = {
-        ch: (c.archive_lines.get(ch, 0), appended[ch])
-        for ch in channels
-        if c.archive_lines.get(ch, 0) != appended[ch]
-    }
+    wrong, tail_lost = _archive_by_task(c)
     checks.append(
         Check(
             "4 archive = every line accepted; no drop, upload or marker left",
@@ -190,16 +187,21 @@ def judge(c: Collected) -> tuple[list[Check], list[Recovery], dict[str, Any]]:
             and min(extra.values()) >= 0
             and sum(extra.values()) <= rejects,
             f"{sum(c.archive_lines.values())} lines = {sum(events.values())} events + "
-            f"{sum(extra.values())} rejected elements; dropped {sum(dropped.values())}, "
+            f"{sum(extra.values())} rejected elements - {tail_lost} lost at SIGKILL; "
+            f"dropped {sum(dropped.values())}, "
             f"lost {lost}, open uploads {c.open_uploads}, markers {c.markers}"
             + (f"; (in S3, accepted) differ: {wrong}" if wrong else ""),
         )
     )
+    figures["archive_lost_at_sigkill"] = tail_lost
+    outages = c.chaos.outages if c.chaos else []
     abrupt_hosts = {
         o.host
-        for o in (c.chaos.outages if c.chaos else [])
+        for o in outages
         if o.kind in ("drop_abrupt", "feed_silent")  # what was sent into the silence is lost
     }
+    if c.fences or any(o.kind == "sigkill" for o in outages):
+        abrupt_hosts |= set(HOST_CHANNELS)  # a fence and a kill drop both feeds abruptly
     wire_loss = {ch: c.delivered.get(ch, 0) - events[ch] for ch in events}
     bad_wire = {
         ch: n
@@ -221,9 +223,10 @@ def judge(c: Collected) -> tuple[list[Check], list[Recovery], dict[str, Any]]:
     for host, info in c.connections.items():
         if info["max_authenticated"] != 1 or info["max_open"] != 1:
             conn_problems.append(f"{host}: {info['max_open']} open at once")
-        if info["authenticated"] - 1 != kills.get(host, 0):
+        if info["authenticated"] - c.terms != kills.get(host, 0):
             conn_problems.append(
-                f"{host}: {info['authenticated'] - 1} reconnects for {kills.get(host, 0)} drops"
+                f"{host}: {info['authenticated'] - c.terms} reconnects for "
+                f"{kills.get(host, 0)} drops"
             )
     for r in recoveries:
         o = r.outage
@@ -237,9 +240,10 @@ def judge(c: Collected) -> tuple[list[Check], list[Recovery], dict[str, Any]]:
             "5 one connection per host; reconnects = drops; cooldowns kept",
             not conn_problems and bool(c.connections),
             "; ".join(
-                f"{h}: {i['authenticated'] - 1} reconnects / {kills.get(h, 0)} drops"
+                f"{h}: {i['authenticated'] - c.terms} reconnects / {kills.get(h, 0)} drops"
                 for h, i in c.connections.items()
             )
+            + f"; {c.terms} lease terms, {c.fences} fenced"
             + (f"; {'; '.join(conn_problems)}" if conn_problems else ""),
         )
     )
@@ -260,6 +264,8 @@ def judge(c: Collected) -> tuple[list[Check], list[Recovery], dict[str, Any]]:
             f"{c.log_lines} log lines" + (f"; LEAKED: {', '.join(c.leaked)}" if c.leaked else ""),
         )
     )
+    if cfg.ha:
+        checks.append(_takeovers(c, figures))
     if c.chaos and c.chaos.errors:
         checks.append(Check("chaos schedule carried out", False, "; ".join(c.chaos.errors)))
 
@@ -268,7 +274,9 @@ def judge(c: Collected) -> tuple[list[Check], list[Recovery], dict[str, Any]]:
         "events_received": sum(events.values()),
         "outages": len(recoveries),
         "first_redis_write_s": c.first_write_s,
-        "reconnects": {h: i["authenticated"] - 1 for h, i in c.connections.items()},
+        "reconnects": {h: i["authenticated"] - c.terms for h, i in c.connections.items()},
+        "lease_terms": c.terms,
+        "fenced": c.fences,
         "max_lag_calm_s": round(_max_calm_lag(c, cfg.recovery_limit_s), 3)
         if c.poller and c.chaos
         else None,
@@ -282,6 +290,58 @@ def judge(c: Collected) -> tuple[list[Check], list[Recovery], dict[str, Any]]:
         "redis_flush_failures": int(final.get("polygon_redis_flush_failures_total")),
     }
     return checks, recoveries, figures
+
+
+def _archive_by_task(c: Collected) -> tuple[dict[str, Any], int]:
+    """(in S3, appended) per task and channel where they differ beyond what is allowed,
+    and the lines lost with SIGKILLed tasks: a task killed loses the tail it had not
+    uploaded (as in a crash), never more lines in S3 than it appended; every other task's
+    lines are all in S3."""
+    wrong: dict[str, Any] = {}
+    lost = 0
+    for task in set(c.appended_by_task) | set(c.archive_by_task):
+        appended = c.appended_by_task.get(task, {})
+        stored = c.archive_by_task.get(task, {})
+        for ch in set(appended) | set(stored):
+            s, a = stored.get(ch, 0), appended.get(ch, 0)
+            if task in c.killed and s <= a:
+                lost += a - s
+            elif s != a:
+                wrong[f"{task}:{ch}"] = (s, a)
+    return wrong, lost
+
+
+def _takeovers(c: Collected, figures: dict[str, Any]) -> Check:
+    """Handover (SIGTERM): the longest time no watched key changed ≤ 2 s, no key expired;
+    SIGKILL: ≤ the lease TTL + 2 s. Both: the successor took over (one connection per host
+    and no rollback are checks 5 and 2)."""
+    ttl_s = c.cfg.lease_ttl_ms / 1000
+    limits = {"handover": 2.0, "sigkill": ttl_s + 2.0}
+    w = c.writes
+    rows, bad = [], []
+    for o in c.chaos.outages if c.chaos else []:
+        if o.kind not in limits:
+            continue
+        if w is None or o.ended is None:
+            bad.append(f"{o.kind}: no successor")
+            continue
+        gap = w.max_gap_between(o.began, o.ended + 2.0)
+        expired = w.expired_between(o.began - 1.0, o.ended + 5.0)
+        figures[f"{o.kind}_gap_s"] = round(gap, 2)
+        figures[f"{o.kind}_expired"] = len(expired)
+        rows.append(f"{o.kind} gap {gap:.2f} s, {len(expired)} expired")
+        if gap > limits[o.kind] or expired:
+            bad.append(o.kind)
+    kinds = {o.kind for o in (c.chaos.outages if c.chaos else [])}
+    missing = [k for k in limits if k not in kinds]
+    rolled = len(w.rolled_back) if w else 0
+    return Check(
+        f"8 handover gap ≤ 2 s, 0 expired; SIGKILL: writes back ≤ TTL + 2 s ({ttl_s + 2:g} s)",
+        not bad and not missing and rolled == 0,
+        "; ".join(rows)
+        + f"; {rolled} rollbacks among {len(w.keys) if w else 0} keys polled every 10 ms"
+        + (f"; failed: {', '.join(bad + missing)}" if bad or missing else ""),
+    )
 
 
 def render(checks: list[Check], recoveries: list[Recovery], figures: dict[str, Any]) -> str:
