@@ -187,7 +187,7 @@ class RssSampler:
         """Read ``VmRSS`` and ``VmHWM`` of the process (a /proc read: no real I/O)."""
         if self.world.active is None:
             return
-        with contextlib.suppress(OSError):
+        with contextlib.suppress(OSError, KeyError):  # KeyError: a zombie has no VmRSS
             text = Path(f"/proc/{self.world.active.pid}/status").read_text()
             fields = dict(line.split(":", 1) for line in text.splitlines() if ":" in line)
             self.peak = max(self.peak, int(fields["VmHWM"].split()[0]) * 1024)

@@ -69,6 +69,10 @@ class SoakConfig:
     ``False``: the default single-task mode, without those two faults."""
     lease_ttl_ms: int = 5000
     """``HA_LEASE_TTL_MS`` (the service's default)."""
+    shutdown_timeout_s: float = 90.0
+    """``SHUTDOWN_TIMEOUT_SEC``. With HA it is also how long a task that took over waits
+    before it finishes other writers' open uploads (a killed task's are finished only by
+    a task active that long)."""
     drops: int = 0
     """WebSocket drops (half clean, half abrupt); 0: one per 75 s of window, at least 2."""
     workdir: str | None = None

@@ -23,7 +23,7 @@ from bench.service_task import WriteWatcher
 from bench.soak.chaos import Chaos, Outage
 from bench.soak.observe import MetricsPoller, RollbackWatcher, RssSampler, Sample
 from bench.soak.plan import COOLDOWN_S, Fault, SoakConfig, schedule
-from bench.soak.world import BUCKET, PREFIX, SHUTDOWN_TIMEOUT_S, TTL_S, World
+from bench.soak.world import BUCKET, PREFIX, TTL_S, World
 
 __all__ = ["Collected", "run_soak"]
 
@@ -168,8 +168,9 @@ def _workdir(cfg: SoakConfig) -> Path:
 
 
 def _watched_keys(world: World) -> list[str]:
-    """Trade, quote and FMV keys of the first 100 symbols (changing many times a second)."""
-    return [KEY_PREFIX[c] + s for s in world.symbols[:100] for c in ("T", "Q", "FMV")]
+    """Trade, quote and FMV keys of the first 20 symbols (each changing several times a
+    second; few enough that polling them costs the soak's process little)."""
+    return [KEY_PREFIX[c] + s for s in world.symbols[:20] for c in ("T", "Q", "FMV")]
 
 
 async def _while_alive(world: World, task: asyncio.Task[Any]) -> None:
@@ -281,7 +282,8 @@ async def _stop_service(world: World, out: Collected) -> None:
         if task.proc.returncode is None:
             task.proc.send_signal(signal.SIGTERM)
     try:
-        out.exit_code = await asyncio.wait_for(world.service.wait(), SHUTDOWN_TIMEOUT_S + 10)
+        limit_s = world.cfg.shutdown_timeout_s + 10
+        out.exit_code = await asyncio.wait_for(world.service.wait(), limit_s)
     except TimeoutError:
         out.exit_code = None
     out.stop_seconds = time.monotonic() - began

@@ -10,7 +10,6 @@ from bench.soak.chaos import Outage
 from bench.soak.observe import MetricsPoller, Sample
 from bench.soak.plan import COOLDOWN_S
 from bench.soak.run import Collected
-from bench.soak.world import SHUTDOWN_TIMEOUT_S
 from polygon_core.subscriptions import FeedRole
 
 __all__ = ["Check", "Recovery", "judge", "render"]
@@ -121,7 +120,9 @@ def judge(c: Collected) -> tuple[list[Check], list[Recovery], dict[str, Any]]:
     checks.append(
         Check(
             "1 alive; exit 0 on SIGTERM within the deadline",
-            c.fatal is None and c.exit_code == 0 and (c.stop_seconds or 1e9) <= SHUTDOWN_TIMEOUT_S,
+            c.fatal is None
+            and c.exit_code == 0
+            and (c.stop_seconds or 1e9) <= cfg.shutdown_timeout_s,
             stop,
         )
     )
@@ -252,7 +253,7 @@ def judge(c: Collected) -> tuple[list[Check], list[Recovery], dict[str, Any]]:
     checks.append(
         Check(
             f"6 peak RSS, warm-up vs settle: growth < {cfg.rss_growth_limit:.0%}",
-            growth < cfg.rss_growth_limit,
+            growth < cfg.rss_growth_limit and c.rss_end > 0,
             f"{c.rss_start / 2**20:.0f} MB -> {c.rss_end / 2**20:.0f} MB ({growth:+.1%}); "
             f"highest of the run {(c.rss.peak if c.rss else 0) / 2**20:.0f} MB",
         )

@@ -34,7 +34,6 @@ PREFIX = "raw"
 REGION = "us-east-1"
 TTL_S = {"AM": 120, "FMV": 60, "T": 60, "Q": 60}
 """The service's default TTLs (SPEC §2), which the soak leaves as they are."""
-SHUTDOWN_TIMEOUT_S = 90.0
 
 
 class World:
@@ -151,7 +150,7 @@ class World:
             "LOG_FORMAT": "json",
             "LOG_LEVEL": "INFO",
             "MALLOC_MMAP_THRESHOLD_": "131072",
-            "SHUTDOWN_TIMEOUT_SEC": str(SHUTDOWN_TIMEOUT_S),
+            "SHUTDOWN_TIMEOUT_SEC": str(self.cfg.shutdown_timeout_s),
             "S3_ENABLED": "true",
             "S3_BUCKET": BUCKET,
             "S3_PREFIX": PREFIX,
