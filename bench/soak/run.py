@@ -28,10 +28,10 @@ from bench.soak.world import BUCKET, PREFIX, TTL_S, World
 __all__ = ["Collected", "run_soak"]
 
 QUIET_S = 1.0
-RSS_WINDOW_S = 10.0
-"""RSS is compared as the peak over this long at the end of the warm-up and of the settle
-phase (both must be at least this long)."""
 """After the feed stops, the service's counters must hold still this long."""
+RSS_WINDOW_S = 10.0
+"""Memory is compared over this long at the end of the warm-up and of the settle phase
+(both must be at least this long)."""
 
 
 @dataclass
@@ -51,6 +51,11 @@ class Collected:
     """``time.time()`` at the start and end of the chaos window."""
     rss_start: int = 0
     rss_end: int = 0
+    """The memory not held by the archive's buffers at the end of the warm-up and of the
+    settle phase (:func:`_rss_level`)."""
+    rss_peak_start: int = 0
+    rss_peak_end: int = 0
+    """The highest RSS sampled in the same windows (for the record)."""
     final: Sample | None = None
     start_outage: Outage | None = None
     """S3 down at start (``SoakConfig.s3_down_at_start_s``): the spawn to the proxy back."""
@@ -102,10 +107,7 @@ async def run_soak(cfg: SoakConfig, progress: Any = print) -> Collected:
         progress(f"soak: warming up {cfg.warmup_s:.0f} s")
         await asyncio.sleep(cfg.warmup_s)
         await _while_alive(world, starting)
-        # The baseline: the peak over the warm-up's last RSS_WINDOW_S (the archive's part
-        # buffers fill and empty every few seconds, so one sample is not a baseline); the
-        # end figure is the peak over a window as long at the end of the settle phase.
-        out.rss_start = out.rss.peak_between(time.time() - RSS_WINDOW_S, time.time())
+        out.rss_start, out.rss_peak_start = _rss_level(out)
         out.chaos = Chaos(world)
         if out.start_outage is not None:
             out.chaos.outages.append(out.start_outage)
@@ -118,7 +120,7 @@ async def run_soak(cfg: SoakConfig, progress: Any = print) -> Collected:
         out.window = (out.window[0], time.time())
         progress(f"soak: settling {cfg.settle_s:.0f} s")
         await _while_alive(world, asyncio.create_task(asyncio.sleep(cfg.settle_s)))
-        out.rss_end = out.rss.peak_between(time.time() - RSS_WINDOW_S, time.time())
+        out.rss_end, out.rss_peak_end = _rss_level(out)
         await _quiesce(world, out.poller)
         out.final = out.poller.latest()
         _take_truth(world, out)
@@ -159,6 +161,27 @@ async def _s3_down_at_start(world: World, out: Collected) -> None:
     await asyncio.sleep(max(0.0, began + down_s - time.time()))
     await world.proxy.up()
     out.start_outage = Outage("s3_down_at_start", None, began, time.time())
+
+
+def _rss_level(out: Collected) -> tuple[int, int]:
+    """(median, peak) over the last ``RSS_WINDOW_S`` of the RSS minus the archive's buffered
+    bytes at the moment (its last scrape before): the part buffers fill and empty every few
+    seconds, and how full they are when the window closes depends on how fast S3 answers
+    and how far the service is behind, which on a shared machine varies from run to run.
+    What is left, memory the service holds otherwise, must not grow; a buffer emptied but
+    not given back still counts."""
+    assert out.rss is not None and out.poller is not None
+    end = time.time()
+    samples = out.poller.samples
+    times = [s.at for s in samples]
+    levels, peak = [], 0
+    for at, rss in out.rss.samples:
+        if end - RSS_WINDOW_S <= at <= end:
+            i = bisect.bisect_right(times, at)
+            buffered = samples[i - 1].get("polygon_archive_bytes_buffered") if i else 0.0
+            levels.append(rss - int(buffered))
+            peak = max(peak, rss)
+    return (sorted(levels)[len(levels) // 2] if levels else 0), peak
 
 
 def _workdir(cfg: SoakConfig) -> Path:

@@ -42,6 +42,7 @@ class Recovery:
 
 
 HOLD_S = 5.0
+CALM_FACTOR = 2.0
 
 
 def _first(samples: list[Sample], ended: float, test: Any) -> float | None:
@@ -77,10 +78,17 @@ def recovery(o: Outage, poller: MetricsPoller, lag_ok_s: float) -> Recovery:
         writes = before.get("polygon_redis_writes_total")
         resumed = _first(samples, o.ended, lambda s: s.get("polygon_redis_writes_total") > writes)
     elif o.kind in ("s3_down", "s3_down_at_start"):
-        # Redis must not suffer while the archive uploads its backlog.
+        # Resumed: a part uploaded, or the archive no longer degraded (S3 answers again and
+        # recovery is done: after S3 down at start no part may be full yet). Redis must not
+        # suffer while the archive uploads its backlog.
         parts = before.get("polygon_archive_parts_uploaded")
         resumed = _first(
-            samples, o.ended, lambda s: s.get("polygon_archive_parts_uploaded") > parts
+            samples,
+            o.ended,
+            lambda s: (
+                s.get("polygon_archive_parts_uploaded") > parts
+                or s.get("polygon_archive_degraded", 1.0) == 0
+            ),
         )
         level = poller.before(o.began)
         floor = 2 * (level.get("polygon_archive_bytes_buffered") if level else 0) + (32 << 20)
@@ -97,15 +105,28 @@ def recovery(o: Outage, poller: MetricsPoller, lag_ok_s: float) -> Recovery:
     return Recovery(o, resumed, lag_ok, drained)
 
 
-def _max_calm_lag(c: Collected, limit_s: float) -> float:
-    """The largest lag seen outside outages (and their allowed recovery time)."""
-    assert c.poller is not None and c.chaos is not None
-    spans = [(o.began, (o.ended or o.began) + limit_s) for o in c.chaos.outages]
-    worst = 0.0
-    for s in c.poller.samples:
-        if c.window[0] <= s.at <= c.window[1] and not any(a <= s.at <= b for a, b in spans):
-            worst = max(worst, *(s.lag(ch) for ch in ALL_LAG))
-    return worst
+def _calm_lags(c: Collected, limit_s: float) -> list[float]:
+    """Per sample in the window outside outages (and their allowed recovery time, and
+    feed cooldowns), the largest lag of ``T``, ``Q`` and ``FMV``; sorted."""
+    if c.poller is None or c.chaos is None:
+        return []
+    spans = [(o.began, (o.ended or o.began) + limit_s + HOLD_S) for o in c.chaos.outages]
+    return sorted(
+        max(s.lag(ch) for ch in ALL_LAG)
+        for s in c.poller.samples
+        if c.window[0] <= s.at <= c.window[1] and not any(a <= s.at <= b for a, b in spans)
+    )
+
+
+def normal_lag(cfg: Any, calm: list[float]) -> float:
+    """What "lag back to normal" means in this run: ``lag_ok_s``, or twice the median lag
+    outside outages if that is higher. The reference comes from the same run: on a shared
+    machine the service (or the simulator feeding it) can trail by seconds all along, and
+    an outage is then over when the lag is back to where it was, not below a figure only
+    an idle machine reaches. Still failing: a service that does not catch up after an
+    outage, or takes longer than the recovery limit to."""
+    median = calm[len(calm) // 2] if calm else float("inf")
+    return max(cfg.lag_ok_s, CALM_FACTOR * median)
 
 
 def judge(c: Collected) -> tuple[list[Check], list[Recovery], dict[str, Any]]:
@@ -146,10 +167,10 @@ def judge(c: Collected) -> tuple[list[Check], list[Recovery], dict[str, Any]]:
         )
     )
 
+    calm = _calm_lags(c, cfg.recovery_limit_s)
+    normal = normal_lag(cfg, calm)
     recoveries = (
-        [recovery(o, c.poller, cfg.lag_ok_s) for o in c.chaos.outages]
-        if (c.chaos and c.poller)
-        else []
+        [recovery(o, c.poller, normal) for o in c.chaos.outages] if (c.chaos and c.poller) else []
     )
     slow = [r for r in recoveries if not r.within(cfg.recovery_limit_s)]
     worst = max((r.resumed_s or 0.0 for r in recoveries), default=0.0)
@@ -157,8 +178,10 @@ def judge(c: Collected) -> tuple[list[Check], list[Recovery], dict[str, Any]]:
     checks.append(
         Check(
             f"3 writes resume, lag normal ≤ {cfg.recovery_limit_s:g} s after each outage",
-            bool(recoveries) and not slow,
-            f"{len(recoveries)} outages, resume ≤ {worst:.2f} s, lag ≤ {worst_lag:.2f} s"
+            bool(recoveries) and not slow and bool(calm),
+            f"{len(recoveries)} outages, resume ≤ {worst:.2f} s, lag back to ≤ {normal:.2f} s "
+            f"(normal: 2x the calm median, at least {cfg.lag_ok_s:g} s) within ≤ "
+            f"{worst_lag:.2f} s"
             + (f"; slow: {', '.join(r.outage.kind for r in slow)}" if slow else ""),
         )
     )
@@ -252,9 +275,10 @@ def judge(c: Collected) -> tuple[list[Check], list[Recovery], dict[str, Any]]:
     growth = c.rss_end / c.rss_start - 1 if c.rss_start else float("inf")
     checks.append(
         Check(
-            f"6 peak RSS, warm-up vs settle: growth < {cfg.rss_growth_limit:.0%}",
+            f"6 RSS less archive buffers, warm-up vs settle: growth < {cfg.rss_growth_limit:.0%}",
             growth < cfg.rss_growth_limit and c.rss_end > 0,
             f"{c.rss_start / 2**20:.0f} MB -> {c.rss_end / 2**20:.0f} MB ({growth:+.1%}); "
+            f"peak RSS {c.rss_peak_start / 2**20:.0f} -> {c.rss_peak_end / 2**20:.0f} MB; "
             f"highest of the run {(c.rss.peak if c.rss else 0) / 2**20:.0f} MB",
         )
     )
@@ -278,11 +302,13 @@ def judge(c: Collected) -> tuple[list[Check], list[Recovery], dict[str, Any]]:
         "reconnects": {h: i["authenticated"] - c.terms for h, i in c.connections.items()},
         "lease_terms": c.terms,
         "fenced": c.fences,
-        "max_lag_calm_s": round(_max_calm_lag(c, cfg.recovery_limit_s), 3)
-        if c.poller and c.chaos
-        else None,
+        "lag_calm_median_s": round(calm[len(calm) // 2], 3) if calm else None,
+        "lag_calm_p90_s": round(calm[int(len(calm) * 0.9)], 3) if calm else None,
+        "max_lag_calm_s": round(calm[-1], 3) if calm else None,
         "rss_start_mb": round(c.rss_start / 2**20, 1),
         "rss_end_mb": round(c.rss_end / 2**20, 1),
+        "rss_peak_start_mb": round(c.rss_peak_start / 2**20, 1),
+        "rss_peak_end_mb": round(c.rss_peak_end / 2**20, 1),
         "rss_peak_mb": round((c.rss.peak if c.rss else 0) / 2**20, 1),
         "archive_dropped": sum(dropped.values()),
         "late_dropped": int(final.get("polygon_late_dropped_total")),
