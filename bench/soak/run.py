@@ -79,6 +79,9 @@ class Collected:
     """Times a task took the leader lease (each opens both feeds once); 1 without HA."""
     fences: int = 0
     """Times a task lost the lease or could not renew it (it dropped both feeds)."""
+    release_s: dict[str, float] = field(default_factory=dict)
+    """Per task that released the lease: seconds from its "stopping" line to "leader lease
+    released" (stop reading, write what is pending: the predecessor's part of a handover)."""
     open_uploads: int = 0
     markers: int = 0
     leaked: list[str] = field(default_factory=list)
@@ -340,11 +343,29 @@ def _scan_logs(world: World, out: Collected) -> None:
     for task in world.tasks:
         with contextlib.suppress(OSError):
             texts.append(task.log.read_text(errors="replace"))
+            if (took := _release_s(texts[-1])) is not None:
+                out.release_s[task.name] = took
     text = "\n".join(texts)
     out.log_lines = text.count("\n")
     out.leaked = [name for name, secret in world.secrets.items() if secret in text]
     out.terms = text.count('"event":"lease_acquired"') if world.cfg.ha else 1
     out.fences = text.count('"event":"lease_lost"')
+
+
+def _release_s(log: str) -> float | None:
+    stopping = released = None
+    for line in log.splitlines():
+        if '"msg":"stopping:' in line or '"event":"lease_released"' in line:
+            with contextlib.suppress(ValueError, KeyError):
+                ts = json.loads(line)["ts"]
+                at = time.mktime(time.strptime(ts[:19], "%Y-%m-%dT%H:%M:%S")) + float(ts[19:-1])
+                if "lease_released" in line:
+                    released = at
+                elif stopping is None:  # the first (later ones say what went wrong)
+                    stopping = at
+    if stopping is None or released is None:
+        return None
+    return round(released - stopping, 2)
 
 
 def remove_workdir(out: Collected) -> None:

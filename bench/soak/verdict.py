@@ -356,7 +356,11 @@ def _takeovers(c: Collected, figures: dict[str, Any]) -> Check:
         expired = w.expired_between(o.began - 1.0, o.ended + 5.0)
         figures[f"{o.kind}_gap_s"] = round(gap, 2)
         figures[f"{o.kind}_expired"] = len(expired)
-        rows.append(f"{o.kind} gap {gap:.2f} s, {len(expired)} expired")
+        took = c.release_s.get(o.task or "") if o.kind == "handover" else None
+        rows.append(
+            f"{o.kind} gap {gap:.2f} s, {len(expired)} expired"
+            + (f" (the old task: SIGTERM to lease released {took:.2f} s)" if took else "")
+        )
         if gap > limits[o.kind] or expired:
             bad.append(o.kind)
     kinds = {o.kind for o in (c.chaos.outages if c.chaos else [])}
