@@ -44,15 +44,29 @@ class Chaos:
     """Connections closed by the simulator, per host (each must be one reconnect)."""
     auth_rejects: int = 0
     errors: list[str] = field(default_factory=list)
+    late: int = 0
+    """Outages started late because the one before had not ended."""
 
     async def run(self, schedule: list[Fault], started: float) -> None:
-        """Start each fault at ``started + fault.at_s``; return once every one is over."""
+        """Start each fault at ``started + fault.at_s``; return once every one is over. An
+        outage never starts before the previous one is over (a takeover on a loaded
+        machine can outlast its reserve): it starts late rather than overlap. Outages planned
+        for the same moment (the finale) start together."""
         tasks = []
+        previous: asyncio.Task[None] | None = None
+        previous_at = 0.0
         for fault in schedule:
             delay = started + fault.at_s - time.monotonic()
             if delay > 0:
                 await asyncio.sleep(delay)
-            tasks.append(asyncio.create_task(self._one(fault)))
+            waiting = previous is not None and not previous.done() and previous_at < fault.at_s
+            if fault.outage and previous is not None and waiting:
+                await asyncio.wait([previous])
+                self.late += 1
+            task = asyncio.create_task(self._one(fault))
+            tasks.append(task)
+            if fault.outage:
+                previous, previous_at = task, fault.at_s
         await asyncio.gather(*tasks)
 
     async def _one(self, fault: Fault) -> None:

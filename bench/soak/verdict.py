@@ -247,7 +247,10 @@ def judge(c: Collected) -> tuple[list[Check], list[Recovery], dict[str, Any]]:
     for host, info in c.connections.items():
         if info["max_authenticated"] != 1 or info["max_open"] != 1:
             conn_problems.append(f"{host}: {info['max_open']} open at once")
-        if info["authenticated"] - c.terms != kills.get(host, 0):
+        # Each lease term opens the host once, each connection the simulator closed is one
+        # reconnect; a fence can end a term before its (re)connect, one per host at most.
+        reconnects = info["authenticated"] - c.terms
+        if not kills.get(host, 0) - c.fences <= reconnects <= kills.get(host, 0):
             conn_problems.append(
                 f"{host}: {info['authenticated'] - c.terms} reconnects for "
                 f"{kills.get(host, 0)} drops"
@@ -314,6 +317,7 @@ def judge(c: Collected) -> tuple[list[Check], list[Recovery], dict[str, Any]]:
         "late_dropped": int(final.get("polygon_late_dropped_total")),
         "rejects": rejects,
         "bad_frames": dict(c.chaos.bad_frames) if c.chaos else {},
+        "outages_started_late": c.chaos.late if c.chaos else 0,
         "redis_flush_failures": int(final.get("polygon_redis_flush_failures_total")),
     }
     return checks, recoveries, figures
