@@ -83,6 +83,9 @@ class Collected:
     """Per task that released the lease: seconds from its "stopping" line to "leader lease
     released" (stop reading, write what is pending: the predecessor's part of a handover)."""
     open_uploads: int = 0
+    open_uploads_by_task: dict[str, int] = field(default_factory=dict)
+    stopped_at: float = 0.0
+    """``time.time()`` of the final SIGTERM."""
     markers: int = 0
     leaked: list[str] = field(default_factory=list)
     log_lines: int = 0
@@ -304,6 +307,7 @@ async def _check_redis(world: World, out: Collected) -> None:
 async def _stop_service(world: World, out: Collected) -> None:
     assert world.service is not None
     began = time.monotonic()
+    out.stopped_at = time.time()
     for task in world.tasks:  # the active one (a standby too, had the schedule left one)
         if task.proc.returncode is None:
             task.proc.send_signal(signal.SIGTERM)
@@ -333,7 +337,11 @@ async def _read_archive(world: World, out: Collected) -> None:
                 out.archive_lines[channel] = out.archive_lines.get(channel, 0) + lines
                 mine = out.archive_by_task.setdefault(task, {})
                 mine[channel] = mine.get(channel, 0) + lines
-        out.open_uploads = len(s3.list_multipart_uploads(Bucket=BUCKET).get("Uploads", []))
+        uploads = s3.list_multipart_uploads(Bucket=BUCKET).get("Uploads", [])
+        out.open_uploads = len(uploads)
+        for upload in uploads:
+            task = upload["Key"].rpartition("/")[2].rpartition("-seq=")[0].removeprefix("soak-")
+            out.open_uploads_by_task[task] = out.open_uploads_by_task.get(task, 0) + 1
 
     await asyncio.to_thread(read)
 

@@ -200,20 +200,24 @@ def judge(c: Collected) -> tuple[list[Check], list[Recovery], dict[str, Any]]:
     # archive holds every event received plus at most the rejects.
     extra = {ch: appended[ch] - events[ch] for ch in channels}
     wrong, tail_lost = _archive_by_task(c)
+    left = _left_for_the_next_task(c)
+    open_uploads = c.open_uploads - sum(c.open_uploads_by_task.get(t, 0) for t in left)
+    markers = max(0, c.markers - 4 * len(left))  # a killed task's folders: one per channel
     checks.append(
         Check(
             "4 archive = every line accepted; no drop, upload or marker left",
             not wrong
             and not sum(dropped.values())
             and not lost
-            and not c.open_uploads
-            and not c.markers
+            and not open_uploads
+            and not markers
             and min(extra.values()) >= 0
             and sum(extra.values()) <= rejects,
             f"{sum(c.archive_lines.values())} lines = {sum(events.values())} events + "
             f"{sum(extra.values())} rejected elements - {tail_lost} lost at SIGKILL; "
             f"dropped {sum(dropped.values())}, "
             f"lost {lost}, open uploads {c.open_uploads}, markers {c.markers}"
+            + (f" (left for the next task by killed {', '.join(left)})" if left else "")
             + (f"; (in S3, accepted) differ: {wrong}" if wrong else ""),
         )
     )
@@ -340,6 +344,28 @@ def _archive_by_task(c: Collected) -> tuple[dict[str, Any], int]:
             elif s != a:
                 wrong[f"{task}:{ch}"] = (s, a)
     return wrong, lost
+
+
+def _left_for_the_next_task(c: Collected) -> list[str]:
+    """SIGKILLed tasks whose open uploads no successor was due to finish: none held the
+    lease for ``SHUTDOWN_TIMEOUT_SEC`` after the kill before the run ended (the next task
+    to take over does, as on ECS)."""
+    outages = c.chaos.outages if c.chaos else []
+    takeovers = sorted(
+        (o for o in outages if o.kind in ("handover", "sigkill") and o.ended), key=lambda o: o.began
+    )
+    spans = []  # (became active, stopped being active) of each successor
+    for i, o in enumerate(takeovers):
+        until = takeovers[i + 1].began if i + 1 < len(takeovers) else c.stopped_at
+        spans.append((o.ended or 0.0, until))
+    left = []
+    for o in takeovers:
+        if o.kind != "sigkill" or o.task is None:
+            continue
+        due = any(a >= (o.ended or 0) and b - a >= c.cfg.shutdown_timeout_s for a, b in spans)
+        if not due:
+            left.append(o.task)
+    return left
 
 
 def _takeovers(c: Collected, figures: dict[str, Any]) -> Check:
