@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import bisect
+import calendar
 import contextlib
 import json
 import shutil
@@ -79,6 +80,8 @@ class Collected:
     """Times a task took the leader lease (each opens both feeds once); 1 without HA."""
     fences: int = 0
     """Times a task lost the lease or could not renew it (it dropped both feeds)."""
+    others_recovered: list[float] = field(default_factory=list)
+    """``time.time()`` of each "S3 archive recovery (other writers' uploads)" line."""
     release_s: dict[str, float] = field(default_factory=dict)
     """Per task that released the lease: seconds from its "stopping" line to "leader lease
     released" (stop reading, write what is pending: the predecessor's part of a handover)."""
@@ -353,6 +356,11 @@ def _scan_logs(world: World, out: Collected) -> None:
             texts.append(task.log.read_text(errors="replace"))
             if (took := _release_s(texts[-1])) is not None:
                 out.release_s[task.name] = took
+            out.others_recovered += [
+                _log_time(line)
+                for line in texts[-1].splitlines()
+                if "recovery (other writers' uploads)" in line
+            ]
     text = "\n".join(texts)
     out.log_lines = text.count("\n")
     out.leaked = [name for name, secret in world.secrets.items() if secret in text]
@@ -360,13 +368,18 @@ def _scan_logs(world: World, out: Collected) -> None:
     out.fences = text.count('"event":"lease_lost"')
 
 
+def _log_time(line: str) -> float:
+    """``time.time()`` of a JSON log line (its ``ts``, UTC)."""
+    ts = json.loads(line)["ts"]
+    return calendar.timegm(time.strptime(ts[:19], "%Y-%m-%dT%H:%M:%S")) + float(ts[19:-1])
+
+
 def _release_s(log: str) -> float | None:
     stopping = released = None
     for line in log.splitlines():
         if '"msg":"stopping:' in line or '"event":"lease_released"' in line:
             with contextlib.suppress(ValueError, KeyError):
-                ts = json.loads(line)["ts"]
-                at = time.mktime(time.strptime(ts[:19], "%Y-%m-%dT%H:%M:%S")) + float(ts[19:-1])
+                at = _log_time(line)
                 if "lease_released" in line:
                     released = at
                 elif stopping is None:  # the first (later ones say what went wrong)

@@ -347,9 +347,10 @@ def _archive_by_task(c: Collected) -> tuple[dict[str, Any], int]:
 
 
 def _left_for_the_next_task(c: Collected) -> list[str]:
-    """SIGKILLed tasks whose open uploads no successor was due to finish: none held the
-    lease for ``SHUTDOWN_TIMEOUT_SEC`` after the kill before the run ended (the next task
-    to take over does, as on ECS)."""
+    """SIGKILLed tasks whose open uploads no successor finished: none ran the step for other
+    writers' uploads after the kill (a task that took over runs it ``SHUTDOWN_TIMEOUT_SEC``
+    after its start-up recovery; stopped before, it leaves them to the next task, as on
+    ECS). A successor active long past that (30 s more) must have run it: no excuse then."""
     outages = c.chaos.outages if c.chaos else []
     takeovers = sorted(
         (o for o in outages if o.kind in ("handover", "sigkill") and o.ended), key=lambda o: o.began
@@ -358,12 +359,14 @@ def _left_for_the_next_task(c: Collected) -> list[str]:
     for i, o in enumerate(takeovers):
         until = takeovers[i + 1].began if i + 1 < len(takeovers) else c.stopped_at
         spans.append((o.ended or 0.0, until))
+    due_s = c.cfg.shutdown_timeout_s + 30.0
     left = []
     for o in takeovers:
         if o.kind != "sigkill" or o.task is None:
             continue
-        due = any(a >= (o.ended or 0) and b - a >= c.cfg.shutdown_timeout_s for a, b in spans)
-        if not due:
+        ran = any(at >= o.began for at in c.others_recovered)
+        due = any(a >= (o.ended or 0) and b - a >= due_s for a, b in spans)
+        if not ran and not due:
             left.append(o.task)
     return left
 
