@@ -344,7 +344,10 @@ class S3MultipartArchive:
         for obj in self._open_objects():
             self._close(obj)
         started = asyncio.get_running_loop().time()
-        await self._startup.finish(deadline)
+        if self._running or self.stats.objects_opened:
+            await self._startup.finish(deadline)
+        # else a start that failed before the service ran: nothing to upload, and no
+        # recovery at close, which could wait the whole deadline for an absent S3
         if self._startup.done:
             self._spawn()
         else:

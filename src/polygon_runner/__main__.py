@@ -22,12 +22,13 @@ from urllib.parse import urlsplit
 
 from polygon_adapters.redis_store import redact_url
 from polygon_core.errors import ArchiveMisconfigured, PolygonIngestError
-from polygon_runner import athena, demo, simulator
+from polygon_runner import athena, demo
 from polygon_runner.check_redis import check_store
 from polygon_runner.container import Container, store_for
 from polygon_runner.logs import configure_logging
 from polygon_runner.service import Service
 from polygon_runner.settings import Settings, SettingsError, load_settings, load_store_settings
+from polygon_sim import server as simulator
 
 logger = logging.getLogger("polygon_runner")
 
@@ -58,8 +59,16 @@ def _secrets(settings: Settings) -> list[str]:
 async def _serve(settings: Settings) -> int:
     container = Container(settings=settings)
     try:
-        await _maybe_await(container.init_resources())
-        service = await _maybe_await(container.service())
+        try:
+            await _maybe_await(container.init_resources())
+            service = await _maybe_await(container.service())
+        except PolygonIngestError:
+            raise
+        except Exception:
+            # Said before the resources close (the archive's close may wait for S3): why
+            # a start failed is the first thing an operator reads, not the last.
+            logger.critical("cannot start: unexpected error", exc_info=True)
+            return 1
         assert isinstance(service, Service)
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
@@ -126,7 +135,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "demo":
         return demo.main(rest)
     if args.command == "simulate":
-        return simulator.main(rest)
+        return simulator.main(rest, prog="polygon-sink simulate")
     if args.command == "athena-ddl":
         return athena.main(rest)
     if rest:

@@ -24,12 +24,12 @@ from pathlib import Path
 import redis.asyncio as aioredis
 
 from polygon_runner.container import Container
-from polygon_runner.local_redis import RedisServerProcess, redis_server_available
 from polygon_runner.logs import configure_logging
 from polygon_runner.service import Service
 from polygon_runner.settings import load_settings
-from polygon_runner.sim_config import SimulatorConfig
-from polygon_runner.simulator import PolygonSimulator
+from polygon_sim.config import SimulatorConfig
+from polygon_sim.server import PolygonSimulator
+from polygon_testing.local_redis import RedisServerProcess, redis_server_available
 
 __all__ = ["main"]
 

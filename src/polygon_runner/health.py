@@ -7,6 +7,7 @@ latency histogram, observed once per flush through the ingest's ``flush_observer
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Iterator, Sequence
 from typing import Any
@@ -17,6 +18,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from polygon_adapters.polygon_ws import PolygonWebSocketFeed
+from polygon_core.errors import PolygonIngestError
 from polygon_core.events import Channel
 from polygon_core.ingest import Ingest
 from polygon_core.ports import Clock
@@ -28,7 +30,11 @@ from polygon_runner.health_figures import (
     node_resets,
 )
 
-__all__ = ["HealthReport", "HealthServer", "Metrics", "MetricsCollector"]
+__all__ = ["HealthPortUnavailable", "HealthReport", "HealthServer", "Metrics", "MetricsCollector"]
+
+
+class HealthPortUnavailable(PolygonIngestError):
+    """``HEALTH_PORT`` is taken (or not ours to bind): the service cannot start."""
 
 
 STORE_STALE_S = 60.0
@@ -282,7 +288,14 @@ class HealthServer:
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
         site = web.TCPSite(self._runner, self._host, self._port)
-        await site.start()
+        try:
+            await site.start()
+        except OSError as exc:
+            await self._runner.cleanup()
+            why = os.strerror(exc.errno) if exc.errno else str(exc)
+            raise HealthPortUnavailable(
+                f"HEALTH_PORT {self._port} cannot be bound on {self._host or '*'}: {why}"
+            ) from None
         bound = self._runner.addresses
         self.port = bound[0][1] if bound else self._port
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import json
 import signal
+import socket
 from collections import Counter
 from pathlib import Path
 
@@ -21,8 +22,8 @@ import redis
 from bench.soak.proxy import TcpProxy
 
 from polygon_adapters.s3_upload import open_s3_client
-from polygon_runner.sim_config import SimulatorConfig
-from polygon_runner.simulator import PolygonSimulator
+from polygon_sim.config import SimulatorConfig
+from polygon_sim.server import PolygonSimulator
 from tests.helpers import eventually, missing_server
 from tests.moto_server import MotoAuthServer, moto_available, unique_bucket
 from tests.redis_servers import free_port
@@ -149,7 +150,7 @@ def first_critical(text: str) -> list[str]:
 
 async def run_to_exit(env: dict[str, str], tmp_path: Path) -> tuple[int, str]:
     log = tmp_path / "service.log"
-    proc = await start_service({**env, "HEALTH_PORT": "0"}, log)
+    proc = await start_service({"HEALTH_PORT": "0", **env}, log)
     try:
         code = await asyncio.wait_for(proc.wait(), timeout=30)
     finally:
@@ -211,5 +212,40 @@ async def test_rejected_credentials_exit_2_with_one_line(
     (line,) = first_critical(text)
     assert "cannot start: the S3 archive is misconfigured" in line and code_name in line
     assert secret not in text
+    for leak in LEAKS:
+        assert leak not in text, text[-3000:]
+
+
+async def test_a_taken_health_port_with_s3_down_exits_at_once_with_one_line(
+    redis_server, tmp_path: Path
+) -> None:
+    """A start that fails (here: HEALTH_PORT taken) says why at once and exits 1, also
+    while S3 does not answer: the archive, which never ran, does not wait out the shutdown
+    deadline retrying S3 (a soak once hung 90 s that way, the reason unsaid)."""
+    config = SimulatorConfig(api_key=API_KEY, symbols=SYMBOLS, events_per_second=100, rest=False)
+    with socket.socket() as taken, socket.socket() as dead:
+        taken.bind(("0.0.0.0", 0))
+        taken.listen()
+        dead.bind(("127.0.0.1", 0))  # bound, never listening: S3 refuses every connection
+        port, s3_port = taken.getsockname()[1], dead.getsockname()[1]
+        async with PolygonSimulator(config) as sim:
+            env = {
+                **service_env(sim, redis_server.url, "any-bucket"),
+                "S3_ENDPOINT_URL": f"http://127.0.0.1:{s3_port}",
+                "AWS_ACCESS_KEY_ID": "test",
+                "AWS_SECRET_ACCESS_KEY": "test-secret-5e1",
+                "AWS_REGION": "us-east-1",
+                "SHUTDOWN_TIMEOUT_SEC": "60",
+                "HEALTH_PORT": str(port),
+            }
+            started = asyncio.get_running_loop().time()
+            code, text = await run_to_exit(env, tmp_path)
+            took = asyncio.get_running_loop().time() - started
+    assert code == 1, text[-3000:]
+    (line,) = first_critical(text)
+    assert f"cannot start: HEALTH_PORT {port} cannot be bound" in line, line
+    assert "in use" in line, line
+    assert "ListMultipartUploads" not in text, text[-3000:]
+    assert took < 20, f"{took:.1f} s to exit"
     for leak in LEAKS:
         assert leak not in text, text[-3000:]

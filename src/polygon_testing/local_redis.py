@@ -2,7 +2,7 @@
 
 ::
 
-    from polygon_runner.local_redis import RedisServerProcess, redis_server_available
+    from polygon_testing.local_redis import RedisServerProcess, redis_server_available
 
     with RedisServerProcess() as server:      # free loopback port, temp dir, no persistence
         client = redis.Redis.from_url(server.url)
@@ -15,6 +15,7 @@ if it lingers) and removes the temp dir. Never touches the shared Redis on 6379.
 from __future__ import annotations
 
 import os
+import random
 import shutil
 import socket
 import subprocess
@@ -43,12 +44,40 @@ def redis_server_available() -> bool:
     return find_redis_server() is not None
 
 
+_PORT_RANGE = Path("/proc/sys/net/ipv4/ip_local_port_range")
+_PORTS_BELOW = 12_000
+"""How many ports below the kernel's ephemeral range :func:`free_port` draws from."""
+
+
+def _ephemeral_low() -> int:
+    try:
+        return int(_PORT_RANGE.read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768  # Linux's default
+
+
 def free_port() -> int:
-    """A TCP port on 127.0.0.1 that was free a moment ago."""
+    """A TCP port free on every address a moment ago, for a server started next.
+
+    Drawn below the kernel's ephemeral range: a port the kernel hands out meanwhile (to a
+    bind to port 0, or as the local end of an outgoing connection) is never one of these,
+    so a child told to listen on it does not find it taken (a soak once lost its health
+    port that way). Falls back to a kernel-chosen port when the range leaves no room.
+    """
+    low = _ephemeral_low()
+    rng = random.SystemRandom()
+    for _ in range(200) if low > 1024 + _PORTS_BELOW else ():
+        port = rng.randrange(low - _PORTS_BELOW, low)
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            try:
+                sock.bind(("", port))  # no SO_REUSEADDR: a port in TIME_WAIT is passed over
+            except OSError:
+                continue
+            return port
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
+        chosen: int = sock.getsockname()[1]
+        return chosen
 
 
 def _ping(port: int, timeout_s: float = 0.5, host: str = "127.0.0.1") -> bool:

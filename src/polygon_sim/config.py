@@ -11,8 +11,8 @@ from typing import Any, Literal
 import msgspec
 
 from polygon_core.subscriptions import FeedRole
-from polygon_runner.sim_market import DEFAULT_MIX
-from polygon_runner.sim_tickers import DEFAULT_SYMBOLS
+from polygon_sim.market import DEFAULT_MIX
+from polygon_sim.tickers import DEFAULT_SYMBOLS
 
 __all__ = [
     "DEFAULT_START_MS",
@@ -96,7 +96,7 @@ class SimulatorConfig:
     """Offer permessage-deflate (off: the benchmark measures the sink, not zlib)."""
     frame_log: str | None = None
     """Benchmark only: number each data frame, stamp its events with the number and write
-    each frame's send time to this path on stop (:mod:`polygon_runner.sim_stamps`)."""
+    each frame's send time to this path on stop (:mod:`polygon_sim.stamps`)."""
 
     def __post_init__(self) -> None:
         if self.events_per_frame < 1:
@@ -152,10 +152,16 @@ def parse_script(items: Sequence[ScriptItem]) -> dict[FeedRole, list[ScriptedEve
     return hosts
 
 
-def config_from_args(argv: Sequence[str] | None = None) -> tuple[SimulatorConfig, float]:
-    """``python -m polygon_runner.simulator`` options -> (config, stats interval in s)."""
+def config_from_args(
+    argv: Sequence[str] | None = None, prog: str = "python -m polygon_sim"
+) -> tuple[SimulatorConfig, float]:
+    """The simulator's command-line options -> (config, stats interval in s).
+
+    ``prog`` is the command the user typed (``polygon-sink simulate`` from the runner), so
+    ``--help`` and errors name it.
+    """
     parser = argparse.ArgumentParser(
-        prog="python -m polygon_runner.simulator",
+        prog=prog,
         description="A local Polygon/Massive stocks feed: two WebSocket hosts and the "
         "tickers REST endpoint. The API key is read from --api-key or "
         "SIMULATOR_API_KEY / POLYGON_API_KEY (default 'demo'); it is never printed.",
