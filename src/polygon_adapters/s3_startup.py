@@ -157,16 +157,13 @@ class StartupRecovery:
         return task.exception()
 
     async def finish(self, timeout_s: float) -> None:
-        """At close: give the background recovery until the deadline (S3 may come back).
-        Nothing to do if it never began and no object waits for it (an archive that never
-        ran, as a standby's); the other writers' step is cancelled if still waiting."""
+        """At close: give the background recovery until the deadline (S3 may come back);
+        the other writers' step is cancelled if it has not finished."""
         others = self._others
         if others is not None and not others.done():
             others.cancel()
             await asyncio.wait([others])
             logger.info("S3 archive: other writers' open uploads are left for the next task")
-        if self._task is None and not self.done and not self._pending:
-            return
         self.start()
         task = self._task
         if task is None:
