@@ -12,8 +12,8 @@ A batch is written as one non-transactional pipeline of ``SET key value EX ttl``
 server the commands are packed into RESP bytes once and written to one connection the store
 keeps for its batches (:mod:`polygon_adapters.redis_link`: no pool round trip per batch),
 and the replies are read back in order under the read timeout (redis-py's pipeline object
-costs about 40 times more client CPU per command). On a cluster, redis-py's cluster pipeline routes each command to its
-slot's node.
+costs about 40 times more client CPU per command). On a cluster, redis-py's cluster
+pipeline routes each command to its slot's node.
 
 Timeouts and retries are explicit: connect 2 s, read/write 5 s, and two quick retries with
 exponential backoff inside redis-py for its own commands (``from_url`` has no retries by
