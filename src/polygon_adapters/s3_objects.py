@@ -23,6 +23,7 @@ upload aborted. When the task is cancelled (shutdown deadline), the object is co
 from __future__ import annotations
 
 import asyncio
+import io
 import logging
 from collections.abc import Callable
 from functools import partial
@@ -162,8 +163,9 @@ class ObjectUploader:
         if not copy:
             self._uploaded(obj, part, etag)
             return
-        part.etag = etag
-        obj.tail_sent = part
+        sent = Part(part.number, io.BytesIO(), part.size, part.lines)  # the copy's bytes go
+        sent.etag = etag
+        obj.tail_sent = sent
         self._stats.tail_copies_uploaded += 1
         self._stats.tail_copy_bytes += part.size
         logger.debug("S3 archive: %s tail copy %d sent (%d bytes)", obj.key, part.number, part.size)
