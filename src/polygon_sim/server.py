@@ -61,7 +61,7 @@ class PolygonSimulator:
 
     def __init__(self, config: SimulatorConfig | None = None) -> None:
         self.config = config = config or SimulatorConfig()
-        self.truth = Truth(track_latest=config.track_latest)
+        self.truth = Truth(track_latest=config.track_latest, track_times=config.track_times)
         self.faults = Faults(self._kill, self._wake)
         start_ms = config.synthetic_start_ms
         mix = dict(config.mix)
