@@ -28,7 +28,11 @@ PREFIX = "polygon/raw"
 def element(channel: Channel, symbol: str, n: int) -> bytes:
     time_field = "s" if channel is Channel.AM else "t"
     return b'{"ev":"%s","sym":"%s","%s":%d,"n":%d}' % (
-        channel.value.encode(), symbol.encode(), time_field.encode(), T0 + n, n
+        channel.value.encode(),
+        symbol.encode(),
+        time_field.encode(),
+        T0 + n,
+        n,
     )
 
 
@@ -71,7 +75,8 @@ async def drain(stream: HostStream) -> list[ReplayEvent]:
     return out
 
 
-async def streams(archive, channels=tuple(Channel), time_range=TimeRange(), symbols=None):
+async def streams(archive, channels=tuple(Channel), time_range=None, symbols=None):
+    time_range = time_range or TimeRange()
     listed = await archive.list_objects(channels, time_range)
     plan = plan_reads(listed, channels, time_range)
     return {
