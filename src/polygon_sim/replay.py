@@ -132,6 +132,12 @@ class ReplayWriter:
                     continue
             await conn.rest(wait)
 
+    async def check_empty(self, role: FeedRole) -> None:
+        """Mark a host done at once when its stream has nothing to send (no client needed)."""
+        async with self._locks[role]:
+            if await self.streams[role].peek() is None:
+                self._finish(role)
+
     def _finish(self, role: FeedRole) -> None:
         if not self.finished[role].is_set():
             self.finished[role].set()
@@ -164,12 +170,16 @@ class Replay:
         config = config or SimulatorConfig()
         self.archive = archive
         self.options = options
-        self.config = replace(config, symbols=options.symbols or (), script=None)
+        # Acks go out at once: the replay writer never sends statuses along with data.
+        self.config = replace(
+            config, symbols=options.symbols or (), script=None, pack_status_with_data=False
+        )
         self.clock = clock
         self.streams: dict[FeedRole, HostStream] = {}
         self.writer: ReplayWriter | None = None
         self.sim: PolygonSimulator | None = None
         self.objects = 0
+        self._checks: list[asyncio.Task[None]] = []
 
     async def start(self) -> None:
         options = self.options
@@ -192,10 +202,14 @@ class Replay:
         )
         self.sim = PolygonSimulator(self.config, writer=writer.write_loop)
         writer.truth = self.sim.truth
+        self._checks = [asyncio.create_task(writer.check_empty(role)) for role in FeedRole]
         await self.sim.start()
         logger.info("replay: %d objects to read, %s", len(listed), _describe(options))
 
     async def stop(self) -> None:
+        for task in self._checks:
+            task.cancel()
+        await asyncio.gather(*self._checks, return_exceptions=True)
         if self.sim is not None:
             await self.sim.stop()
         for stream in self.streams.values():

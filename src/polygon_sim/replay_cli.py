@@ -156,7 +156,9 @@ async def _serve(
         try:
             while True:
                 waiting = {stopped} if announced else {stopped, done}
-                finished, _ = await asyncio.wait(waiting, timeout=interval)
+                finished, _ = await asyncio.wait(
+                    waiting, timeout=interval, return_when=asyncio.FIRST_COMPLETED
+                )
                 if stopped in finished:
                     break
                 if done in finished and not announced:
@@ -177,10 +179,11 @@ def _progress(replay: Replay, elapsed_s: float) -> str:
     writer = replay.writer
     assert writer is not None
     sent = sum(writer.sent.values())
+    per_host = ", ".join(f"{role.value} {n}" for role, n in writer.sent.items())
     skipped = sum(writer.not_subscribed.values())
     rejected = sum(s.counts.rejected for s in replay.streams.values())
     return (
-        f"{elapsed_s:8.0f}s sent {sent} events {dict(writer.sent)}, "
+        f"{elapsed_s:8.0f}s sent {sent} events ({per_host}), "
         f"{skipped} not subscribed, {rejected} unusable lines"
     )
 
