@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import calendar
 import zlib
-from dataclasses import dataclass
 
 import msgspec
 
@@ -82,8 +81,7 @@ class LineSplitter:
         return b"".join(out)
 
 
-@dataclass(frozen=True, slots=True)
-class ReplayEvent:
+class ReplayEvent(msgspec.Struct, frozen=True, gc=False):
     """One archived wire element: where it goes and when it was received."""
 
     ingest_ms: int
@@ -120,6 +118,9 @@ def parse_ingest_ms(stamp: bytes) -> int | None:
     return seconds * 1000 + int(millis)
 
 
+_SYMBOLS: dict[bytes, str | None] = {}
+"""The symbol's JSON -> the symbol (bounded)."""
+_UNKNOWN = "\x00unknown"
 _PREFIX = b'{"channel":"'
 _SYMBOL = b'","symbol":'
 _INGEST = b',"ingestTs":"'
@@ -144,10 +145,16 @@ def _parse_own(line: bytes) -> ReplayEvent | None:
     ts_at = line.find(_INGEST, start)
     if channel is None or ts_at < 0:
         return None
-    try:
-        symbol = _decode_str(line[start:ts_at])
-    except msgspec.DecodeError:
-        return None  # the symbol held the marker bytes: let the slow path read it
+    symbol_json = line[start:ts_at]
+    symbol = _SYMBOLS.get(symbol_json, _UNKNOWN)
+    if symbol is _UNKNOWN:
+        try:
+            symbol = _decode_str(symbol_json)
+        except msgspec.DecodeError:
+            return None  # the symbol held the marker bytes: let the slow path read it
+        if len(_SYMBOLS) >= 1 << 16:
+            _SYMBOLS.clear()
+        _SYMBOLS[symbol_json] = symbol
     stamp_at = ts_at + len(_INGEST)
     ingest_ms = parse_ingest_ms(line[stamp_at : stamp_at + 24])
     rest = line[stamp_at + 25 :].rstrip()
