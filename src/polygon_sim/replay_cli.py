@@ -17,6 +17,8 @@ import time
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 
+from botocore.exceptions import BotoCoreError, ClientError
+
 from polygon_adapters.runtime import SystemClock
 from polygon_adapters.s3_upload import open_s3_client
 from polygon_core.events import Channel
@@ -194,7 +196,11 @@ def main(argv: Sequence[str] | None = None, prog: str = "polygon-sink replay") -
     try:
         with contextlib.suppress(KeyboardInterrupt):
             return asyncio.run(_serve(source, options, config, args))
-    except (FileNotFoundError, ValueError) as exc:
+    except (FileNotFoundError, ValueError, BotoCoreError, ClientError) as exc:
         print(f"{prog}: {exc}", flush=True)
         return 2
     return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(prog="python -m polygon_sim.replay_cli"))
