@@ -9,13 +9,18 @@ import signal
 
 import pytest
 import redis
+from bench.expected import wire_record_values
 
 from polygon_adapters.runtime import SystemClock
 from polygon_adapters.s3_upload import open_s3_client
+from polygon_core.events import Channel
+from polygon_core.subscriptions import FeedRole
 from polygon_runner.sim_config import SimulatorConfig
 from polygon_runner.simulator import PolygonSimulator
 from polygon_sim.replay import Replay, ReplayOptions
-from polygon_sim.replay_source import S3Archive
+from polygon_sim.replay_layout import TimeRange, plan_reads
+from polygon_sim.replay_lines import ReplayEvent
+from polygon_sim.replay_source import HostStream, S3Archive
 from tests.helpers import eventually, missing_server
 from tests.moto_server import MotoS3Server, moto_available, unique_bucket
 from tests.redis_servers import RedisServerProcess, redis_server_available
@@ -23,6 +28,7 @@ from tests.runner.test_service_e2e import API_KEY, SYMBOLS, start_service
 
 pytestmark = pytest.mark.integration
 EVENTS = 20_000
+FAMILY = {Channel.AM: "agg1m", Channel.FMV: "fmv", Channel.T: "trade", Channel.Q: "quote"}
 TTLS = {f"{name}_TTL_SEC": "600" for name in ("AGG1M", "FMV", "TRADE", "QUOTE")}
 
 
@@ -51,6 +57,10 @@ def records(url: str) -> dict[str, dict]:
         record.pop("updatedAt")
         out[key.decode()] = record
     return out
+
+
+def values(url: str) -> dict[str, list]:
+    return {key: list(record.values()) for key, record in records(url).items()}
 
 
 def service_env(realtime: str, delayed: str, rest: str, redis_url: str) -> dict[str, str]:
@@ -108,3 +118,47 @@ async def test_an_archive_replays_into_an_equal_redis(redis_pair, s3, tmp_path) 
             await eventually(lambda: records(second.url) == recorded, within_s=15)
         finally:
             assert await stop(proc) == 0, (tmp_path / "replayed.log").read_text()[-3000:]
+        # 3. The first half of the recording (by ingest time), into a flushed Redis B: every
+        # key holds the newest event of that half, as read from the archive.
+        archive = S3Archive(client, bucket, "polygon/raw")
+        every = await archived(archive, TimeRange())
+        middle = sorted(e.ingest_ms for e in every)[len(every) // 2]
+        half = TimeRange(None, middle)
+        expected = newest_records(await archived(archive, half))
+        assert expected != newest_records(every)  # the half differs from the whole
+        redis.Redis.from_url(second.url).flushall()
+        options = ReplayOptions(time_range=half, speed=0, settle_s=0.3)
+        async with Replay(archive, options, SystemClock(), config) as replay:
+            server = replay.server
+            env = service_env(server.realtime_url, server.delayed_url, server.rest_base, second.url)
+            env["POLYGON_WS_SYMBOLS"] = "*"
+            proc = await start_service(env, tmp_path / "half.log")
+            try:
+                await asyncio.wait_for(replay.wait_done(), timeout=60)
+                await eventually(lambda: values(second.url) == expected, within_s=15)
+            finally:
+                assert await stop(proc) == 0, (tmp_path / "half.log").read_text()[-3000:]
+
+
+async def archived(archive: S3Archive, span: TimeRange) -> list[ReplayEvent]:
+    """Every archived event in ``span``, both hosts, read with replay's own reader."""
+    plan = plan_reads(await archive.list_objects(tuple(Channel), span), None, span)
+    events: list[ReplayEvent] = []
+    for role in FeedRole:
+        stream = HostStream(archive, plan[role], tuple(Channel), span)
+        while await stream.peek() is not None:
+            events += stream.take(float("inf"), 10_000)
+        await stream.aclose()
+    return events
+
+
+def newest_records(events: list[ReplayEvent]) -> dict[str, list]:
+    """Key -> the record values (``updatedAt`` aside) of its newest event (ties: the later)."""
+    newest: dict[str, tuple[int, list]] = {}
+    for event in events:
+        wire = json.loads(event.raw)
+        when = wire["s" if event.channel is Channel.AM else "t"]
+        key = f"stock:{FAMILY[event.channel]}:{event.symbol}"
+        if key not in newest or when >= newest[key][0]:
+            newest[key] = (when, wire_record_values(event.channel.value, wire))
+    return {key: values for key, (_when, values) in newest.items()}
