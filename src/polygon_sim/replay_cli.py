@@ -167,6 +167,8 @@ async def _serve(
                     announced = True
                     print(_progress(replay, time.monotonic() - started), flush=True)
                     print("replay done", flush=True)
+                    if not _complete(replay):
+                        print("some objects were not read to their end: see the log", flush=True)
                     if args.exit_when_done:
                         break
                 elif interval:
@@ -174,7 +176,13 @@ async def _serve(
         finally:
             for task in (done, stopped):
                 task.cancel()
-    return 0
+    return 0 if _complete(replay) else 1
+
+
+def _complete(replay: Replay) -> bool:
+    """Whether every planned object was read to its end."""
+    counts = [stream.counts for stream in replay.streams.values()]
+    return not any(c.failed or c.bad_objects for c in counts)
 
 
 def _progress(replay: Replay, elapsed_s: float) -> str:

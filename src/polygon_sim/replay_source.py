@@ -26,6 +26,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO, Protocol
 
+from botocore.exceptions import BotoCoreError, ClientError
+
 from polygon_core.events import Channel
 from polygon_core.rotation import channel_prefix
 from polygon_core.timestamps import iso_ms
@@ -143,6 +145,9 @@ class StreamCounts:
     rejected: int = 0
     """Unusable lines (not an archive line)."""
     bad_objects: list[str] = field(default_factory=list)
+    """Objects not read to their end (logged)."""
+    failed: bool = False
+    """Reading stopped early (logged): the stream ended before the plan's end."""
 
 
 class HostStream:
@@ -211,6 +216,7 @@ class HostStream:
                 async for batch in self._merged(group):
                     await self._queue.put(batch)
         except Exception:
+            self.counts.failed = True
             logger.exception("replay: reading the archive failed; the stream ends here")
         finally:
             await self._queue.put(None)
@@ -254,7 +260,8 @@ class HostStream:
                     if lines:
                         yield self._events(lines, contains, channels, symbols)
                 yield self._events(splitter.finish(), contains, channels, symbols)
-            except ValueError as exc:  # bad gzip data: the object's rest is unreadable
+            except (ValueError, OSError, BotoCoreError, ClientError) as exc:
+                # Bad gzip data, a vanished object, S3 refusing: the object's rest is skipped.
                 logger.error("replay: %s: %s; its remaining lines are skipped", obj.name, exc)
                 counts.bad_objects.append(obj.name)
 

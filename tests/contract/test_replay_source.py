@@ -168,3 +168,21 @@ async def test_s3_replays_in_recorded_order_and_lists_only_the_range(s3) -> None
         assert sorted(o.writer + str(o.seq) for o in listed) == ["a1", "a2", "b1"]
         result = await streams(archive, time_range=window)
         assert ns(result[FeedRole.DELAYED]) == ALL_DELAYED[:-1]
+
+
+async def test_an_unreadable_object_is_skipped_and_reported(tmp_path) -> None:
+    write_folder(tmp_path, True)
+    keys = list(objects())
+    cut = tmp_path / "download" / (keys[1] + ".gz")  # T seq 2: cut short
+    cut.write_bytes(cut.read_bytes()[:-8])  # the gzip trailer
+    gone = tmp_path / "download" / (keys[2] + ".gz")  # T from writer b: vanishes once listed
+    archive = FolderArchive(tmp_path)
+    plan = plan_reads(await archive.list_objects(tuple(Channel), TimeRange()))
+    gone.unlink()
+    stream = HostStream(archive, plan[FeedRole.DELAYED], tuple(Channel), TimeRange())
+    got = ns(await drain(stream))
+    assert got == [e for e in ALL_DELAYED if e not in {("T", 3), ("T", 7)}]  # cut: both kept
+    assert sorted(stream.counts.bad_objects) == sorted(
+        [str(cut.relative_to(tmp_path)), str(gone.relative_to(tmp_path))]
+    )
+    assert not stream.counts.failed
