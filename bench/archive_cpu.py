@@ -26,8 +26,8 @@ from polygon_core.codec import FrameDecoder
 from polygon_core.events import Channel
 from polygon_core.ingest import Ingest
 from polygon_core.subscriptions import FeedRole
-from polygon_runner.sim_market import DEFAULT_MIX, HostMarket
-from polygon_runner.sim_wire import Event, encode
+from polygon_sim.market import DEFAULT_MIX, HostMarket
+from polygon_sim.wire import Event, encode
 
 START_MS = 1_780_000_000_000
 

@@ -45,9 +45,9 @@ from bench.expected import bench_symbols
 from bench.procs import Child, start_child, wait_port
 from polygon_core.archive_policy import UploadedPart, completable_parts
 from polygon_core.timestamps import iso_ms
-from polygon_runner.local_redis import RedisServerProcess, free_port
-from polygon_runner.sim_config import SimulatorConfig
-from polygon_runner.simulator import PolygonSimulator
+from polygon_sim.config import SimulatorConfig
+from polygon_sim.server import PolygonSimulator
+from polygon_testing.local_redis import RedisServerProcess, free_port
 
 __all__ = ["CrashConfig", "Round", "Servers", "crash_round", "main"]
 

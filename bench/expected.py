@@ -22,10 +22,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from polygon_core.subscriptions import FeedRole
-from polygon_runner.sim_config import DEFAULT_START_MS
-from polygon_runner.sim_market import DEFAULT_MIX, HostMarket
-from polygon_runner.sim_tickers import DEFAULT_SYMBOLS
-from polygon_runner.sim_wire import Aggregate, Event, FairValue, Quote, Trade
+from polygon_sim.config import DEFAULT_START_MS
+from polygon_sim.market import DEFAULT_MIX, HostMarket
+from polygon_sim.tickers import DEFAULT_SYMBOLS
+from polygon_sim.wire import Aggregate, Event, FairValue, Quote, Trade
 
 __all__ = [
     "FIELDS",

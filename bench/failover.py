@@ -20,9 +20,9 @@ from pathlib import Path
 
 from bench.procs import start_child
 from bench.redis_failover import MovingName, RedisFailoverPair
-from polygon_runner.local_redis import free_port
-from polygon_runner.sim_config import SimulatorConfig
-from polygon_runner.simulator import PolygonSimulator
+from polygon_sim.config import SimulatorConfig
+from polygon_sim.server import PolygonSimulator
+from polygon_testing.local_redis import free_port
 
 
 async def measure(rounds: int, every_s: float, rate: float, symbols: int) -> list[float]:

@@ -38,8 +38,8 @@ from polygon_adapters.s3_upload import open_s3_client
 from polygon_core.backoff import ReconnectPolicy
 from polygon_core.codec import DecodedFrame
 from polygon_core.subscriptions import FeedRole, SymbolSelection
-from polygon_runner.local_redis import RedisServerProcess, free_port
-from polygon_runner.simulator import PolygonSimulator, SimulatorConfig
+from polygon_sim.server import PolygonSimulator, SimulatorConfig
+from polygon_testing.local_redis import RedisServerProcess, free_port
 
 __all__ = ["main"]
 

@@ -18,7 +18,7 @@ from polygon_adapters.lease_scripts import Fence
 from polygon_adapters.redis_store import RedisLatestStore
 from polygon_core.keys import LEADER_KEY
 from polygon_core.ports import LatestValue
-from polygon_runner.local_redis import RedisServerProcess
+from polygon_testing.local_redis import RedisServerProcess
 
 RECORD = (
     b'{"symbol":"S%05d","bid":192.11,"bidSize":2,"ask":192.13,"askSize":3,'

@@ -45,7 +45,7 @@ import redis
 from bench.image_root import CheckFailed, ImageRoot
 from bench.procs import ROOT as REPO
 from bench.procs import Child, start_child
-from polygon_runner.local_redis import RedisServerProcess, free_port
+from polygon_testing.local_redis import RedisServerProcess, free_port
 
 __all__ = ["CHECKS", "main"]
 

@@ -188,7 +188,7 @@ def _epoch_ms(iso: str) -> float:
 
 
 _STAMP_FIELD = {"stock:trade:": "size", "stock:quote:": "bidSize", "stock:fmv:": "price"}
-"""Where the simulator's frame number lands in each sampled record (``sim_stamps``)."""
+"""Where the simulator's frame number lands in each sampled record (``polygon_sim.stamps``)."""
 _ROLE = {"stock:trade:": "delayed", "stock:quote:": "delayed", "stock:fmv:": "realtime"}
 
 
@@ -197,7 +197,7 @@ class LatencySampler:
     """Frame -> Redis latency, sampled from outside the client under test.
 
     The simulators number their frames and stamp each event with its frame's number
-    (:mod:`polygon_runner.sim_stamps`); they log when each frame was sent. A thread polls a
+    (:mod:`polygon_sim.stamps`); they log when each frame was sent. A thread polls a
     fixed sample of ``T``/``Q``/``FMV`` keys with one MGET every ``period_s``. When a key's
     value differs from what the previous poll saw, that value was written to Redis after the
     previous MGET was sent and before this one's reply arrived, so, with ``sent`` the send

@@ -40,7 +40,7 @@ from typing import Any
 
 import redis
 
-from polygon_runner.local_redis import RedisServerProcess, free_port
+from polygon_testing.local_redis import RedisServerProcess, free_port
 
 __all__ = ["HOSTS_FILE", "MovingName", "RedisFailoverPair", "hosts_file_writable"]
 

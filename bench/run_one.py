@@ -24,8 +24,8 @@ from bench.probe import LatencySampler, RedisProbe, scrape_metrics
 from bench.procs import ROOT, Child, cpu_seconds
 from bench.services import SHUTDOWN_S, sink_env
 from bench.workloads import Workload
-from polygon_runner.local_redis import RedisServerProcess
-from polygon_runner.sim_stamps import read_frame_log
+from polygon_sim.stamps import read_frame_log
+from polygon_testing.local_redis import RedisServerProcess
 
 __all__ = ["RunResult", "run_once"]
 

@@ -8,7 +8,7 @@ import boto3
 
 from bench.context import API_KEY, RunContext
 from bench.procs import wait_port
-from polygon_runner.local_redis import free_port
+from polygon_testing.local_redis import free_port
 
 __all__ = ["SHUTDOWN_S", "sink_env"]
 
@@ -34,7 +34,7 @@ def sink_env(run: RunContext, urls: dict[str, str], redis_url: str) -> tuple[dic
     }
     if run.w.backend == "upstash":
         port = free_port()
-        argv = [sys.executable, "-m", "polygon_runner.upstash_server", "--redis-url", redis_url]
+        argv = [sys.executable, "-m", "polygon_testing.upstash_server", "--redis-url", redis_url]
         argv += ["--token", UPSTASH_TOKEN, "--port", str(port)]
         upstash = run.child("upstash", argv, {})
         wait_port(port, 30.0, upstash)

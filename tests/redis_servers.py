@@ -1,6 +1,6 @@
-"""Throwaway ``redis-server`` processes for the tests (see ``polygon_runner.local_redis``)."""
+"""Throwaway ``redis-server`` processes for the tests (see ``polygon_testing.local_redis``)."""
 
-from polygon_runner.local_redis import (
+from polygon_testing.local_redis import (
     RedisServerProcess,
     find_redis_server,
     free_port,

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 
 from bench.soak.plan import Fault
 from bench.soak.world import World
-from polygon_runner.sim_truth import ConnectionEventKind
+from polygon_sim.truth import ConnectionEventKind
 
 __all__ = ["Chaos", "Outage"]
 

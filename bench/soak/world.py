@@ -24,8 +24,8 @@ from bench.procs import Child, start_child, wait_port
 from bench.redis_failover import MovingName, RedisFailoverPair
 from bench.soak.plan import SoakConfig
 from bench.soak.proxy import ProxyProcess
-from polygon_runner.local_redis import RedisServerProcess, free_port
-from polygon_runner.simulator import PolygonSimulator, SimulatorConfig
+from polygon_sim.server import PolygonSimulator, SimulatorConfig
+from polygon_testing.local_redis import RedisServerProcess, free_port
 
 __all__ = ["BUCKET", "PREFIX", "World"]
 

@@ -23,13 +23,14 @@ from urllib.parse import urlsplit
 
 from polygon_adapters.redis_store import redact_url
 from polygon_core.errors import ArchiveMisconfigured, PolygonIngestError
-from polygon_runner import athena, demo, simulator
+from polygon_runner import athena, demo
 from polygon_runner.check_redis import check_store
 from polygon_runner.container import Container, store_for
 from polygon_runner.logs import configure_logging
 from polygon_runner.service import Service
 from polygon_runner.settings import Settings, SettingsError, load_settings, load_store_settings
 from polygon_sim import replay_cli
+from polygon_sim import server as simulator
 
 logger = logging.getLogger("polygon_runner")
 
@@ -133,7 +134,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "demo":
         return demo.main(rest)
     if args.command == "simulate":
-        return simulator.main(rest)
+        return simulator.main(rest, prog="polygon-sink simulate")
     if args.command == "replay":
         return replay_cli.main(rest)
     if args.command == "athena-ddl":

@@ -24,12 +24,13 @@ from pathlib import Path
 import redis.asyncio as aioredis
 
 from polygon_runner.container import Container
-from polygon_runner.local_redis import RedisServerProcess, redis_server_available
 from polygon_runner.logs import configure_logging
 from polygon_runner.service import Service
 from polygon_runner.settings import load_settings
-from polygon_runner.sim_config import SimulatorConfig
-from polygon_runner.simulator import PolygonSimulator
+from polygon_sim.config import SimulatorConfig
+from polygon_sim.server import PolygonSimulator
+from polygon_sim.session import SESSIONS
+from polygon_testing.local_redis import RedisServerProcess, redis_server_available
 
 __all__ = ["main"]
 
@@ -40,7 +41,26 @@ _CLEAR = "\x1b[H\x1b[2J"
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="polygon-sink demo", description=__doc__)
-    p.add_argument("--rate", type=float, default=20_000, help="events/s per host (0: flat out)")
+    p.add_argument(
+        "--market",
+        choices=["realistic", "flat"],
+        default="realistic",
+        help="realistic (default): a market that looks like the real one; flat: every "
+        "symbol alike at --rate events/s per host (0: flat out)",
+    )
+    p.add_argument(
+        "--rate",
+        type=float,
+        default=0,
+        help="realistic: trades+quotes/s at midday (0: 2000); flat: events/s per host (0: 20000)",
+    )
+    p.add_argument(
+        "--session",
+        choices=[*SESSIONS, "now"],
+        default="open",
+        help="realistic: the session to start in (now: New York's time)",
+    )
+    p.add_argument("--speed", type=float, default=1.0, help="realistic: sessions N times faster")
     p.add_argument("--duration", type=float, default=0, help="stop after N seconds (0: Ctrl-C)")
     p.add_argument("--no-clear", action="store_true", help="print views one after another")
     p.add_argument("--s3", action="store_true", help="archive to a local moto S3 server too")
@@ -58,7 +78,14 @@ async def _demo(args: argparse.Namespace) -> int:
         redis_proc = RedisServerProcess().start()
         redis_url = redis_proc.url
     sim = PolygonSimulator(
-        SimulatorConfig(api_key=DEMO_KEY, events_per_second=args.rate, events_per_frame=50)
+        SimulatorConfig(
+            api_key=DEMO_KEY,
+            market=args.market,
+            events_per_second=args.rate or (20_000 if args.market == "flat" else 0),
+            events_per_frame=50,
+            session=args.session,
+            session_speed=args.speed,
+        )
     )
     await sim.start()
     env = {

@@ -29,13 +29,13 @@ from polygon_core.events import Channel
 from polygon_core.ports import Clock
 from polygon_core.subscriptions import FeedRole
 from polygon_core.timestamps import iso_ms
-from polygon_runner.sim_config import SimulatorConfig
-from polygon_runner.sim_connection import Connection
-from polygon_runner.sim_truth import Truth
-from polygon_runner.simulator import PolygonSimulator
+from polygon_sim.config import SimulatorConfig
+from polygon_sim.connection import Connection
 from polygon_sim.replay_layout import TimeRange, plan_reads
 from polygon_sim.replay_pacing import ReplayPacer, SettlePolicy
 from polygon_sim.replay_source import Archive, HostStream
+from polygon_sim.server import PolygonSimulator
+from polygon_sim.truth import Truth
 
 __all__ = ["Replay", "ReplayOptions", "ReplayWriter"]
 

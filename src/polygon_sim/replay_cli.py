@@ -22,7 +22,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 from polygon_adapters.runtime import SystemClock
 from polygon_adapters.s3_upload import open_s3_client
 from polygon_core.events import Channel
-from polygon_runner.sim_config import SimulatorConfig
+from polygon_sim.config import SimulatorConfig
 from polygon_sim.replay import Replay, ReplayOptions
 from polygon_sim.replay_layout import TimeRange, parse_time_ms
 from polygon_sim.replay_source import Archive, FolderArchive, S3Archive

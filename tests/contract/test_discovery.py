@@ -17,8 +17,8 @@ import aiohttp
 import pytest
 
 from polygon_adapters.tickers import TickerDiscoveryError, discover_tickers
-from polygon_runner.sim_tickers import DEFAULT_SYMBOLS, reference_tickers
-from polygon_runner.simulator import PolygonSimulator, SimulatorConfig
+from polygon_sim.server import PolygonSimulator, SimulatorConfig
+from polygon_sim.tickers import DEFAULT_SYMBOLS, reference_tickers
 
 pytestmark = pytest.mark.integration
 

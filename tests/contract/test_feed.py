@@ -30,9 +30,9 @@ from polygon_adapters.runtime import SystemClock
 from polygon_core.backoff import ReconnectPolicy
 from polygon_core.codec import DecodedFrame
 from polygon_core.subscriptions import FeedRole, SymbolSelection, subscription_topics
-from polygon_runner.sim_faults import MIB, GarbageKind
-from polygon_runner.sim_tickers import DEFAULT_SYMBOLS
-from polygon_runner.simulator import PolygonSimulator, SimulatorConfig
+from polygon_sim.faults import MIB, GarbageKind
+from polygon_sim.server import PolygonSimulator, SimulatorConfig
+from polygon_sim.tickers import DEFAULT_SYMBOLS
 from tests.helpers import eventually
 
 pytestmark = pytest.mark.integration

@@ -19,7 +19,7 @@ from bench.soak.proxy import TcpProxy
 
 from polygon_adapters.polygon_ws import PolygonWebSocketFeed
 from polygon_core.subscriptions import FeedRole
-from polygon_runner.simulator import PolygonSimulator
+from polygon_sim.server import PolygonSimulator
 from tests.contract.test_feed import FEED_LOGGER, Recorder, feed_for, more_data, running, simulator
 from tests.helpers import eventually
 

@@ -23,7 +23,7 @@ from polygon_core.errors import StoreUnavailable
 from polygon_core.events import Channel
 from polygon_core.keys import KEY_PREFIXES
 from polygon_core.ports import LatestStore, LatestValue
-from polygon_runner.upstash_server import UpstashServer
+from polygon_testing.upstash_server import UpstashServer
 from tests.strategies import symbols
 
 TOKEN = "contract-token"

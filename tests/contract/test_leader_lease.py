@@ -18,7 +18,7 @@ from polygon_adapters.upstash_store import UpstashLatestStore
 from polygon_core.errors import LeaseLost
 from polygon_core.keys import LEADER_KEY
 from polygon_core.ports import LatestValue
-from polygon_runner.upstash_server import UpstashServer
+from polygon_testing.upstash_server import UpstashServer
 
 pytestmark = pytest.mark.integration
 TOKEN = "lease-token"

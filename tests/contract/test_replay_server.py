@@ -17,7 +17,7 @@ from polygon_core.events import Channel
 from polygon_core.rotation import object_key, window_for
 from polygon_core.timestamps import iso_ms_bytes
 from polygon_runner.__main__ import main as polygon_sink
-from polygon_runner.sim_config import SimulatorConfig
+from polygon_sim.config import SimulatorConfig
 from polygon_sim.replay import Replay, ReplayOptions
 from polygon_sim.replay_layout import TimeRange
 from polygon_sim.replay_source import FolderArchive

@@ -23,10 +23,10 @@ import pytest
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, ConnectionClosedError, InvalidStatus
 
-from polygon_runner.sim_faults import GarbageKind
-from polygon_runner.sim_stamps import read_frame_log
-from polygon_runner.sim_tickers import DEFAULT_SYMBOLS
-from polygon_runner.simulator import PolygonSimulator, SimulatorConfig
+from polygon_sim.faults import GarbageKind
+from polygon_sim.server import PolygonSimulator, SimulatorConfig
+from polygon_sim.stamps import read_frame_log
+from polygon_sim.tickers import DEFAULT_SYMBOLS
 
 pytestmark = pytest.mark.integration
 
@@ -788,7 +788,7 @@ async def test_command_line_prints_urls_but_never_the_key() -> None:
     process = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
-        "polygon_runner.simulator",
+        "polygon_sim",
         "--api-key",
         secret,
         "--stats-interval",
@@ -802,7 +802,9 @@ async def test_command_line_prints_urls_but_never_the_key() -> None:
     try:
         async with asyncio.timeout(20):
             while not any(line.startswith("serving") for line in output):
-                output.append((await process.stdout.readline()).decode())
+                line = (await process.stdout.readline()).decode()
+                assert line, f"the simulator exited before serving: {output}"
+                output.append(line)
         realtime = next(line for line in output if line.startswith("realtime"))
         url = realtime.split()[-1]
         assert url.endswith("/stocks")

@@ -17,7 +17,7 @@ from polygon_core.codec import decode_frame
 from polygon_core.errors import StoreRejected, StoreUnavailable
 from polygon_core.ingest import Ingest
 from polygon_core.ports import LatestValue
-from polygon_runner.upstash_server import UpstashServer
+from polygon_testing.upstash_server import UpstashServer
 from tests.helpers import eventually, missing_server
 from tests.redis_servers import RedisServerProcess, redis_server_available
 from tests.strategies import dumps

@@ -1,6 +1,6 @@
 """The local Upstash-shaped REST server: faithful to Redis and to the Upstash protocol.
 
-Drives ``polygon_runner.upstash_server`` with the official ``upstash_redis`` SDK and with
+Drives ``polygon_testing.upstash_server`` with the official ``upstash_redis`` SDK and with
 raw HTTP, against a private ``redis-server`` (never the shared one on 6379). The server
 uses DB 0; a direct redis-py client on DB 1 replays the same operations for comparison.
 """
@@ -25,7 +25,7 @@ from redis.exceptions import ResponseError
 from upstash_redis.asyncio import Redis as UpstashRedis
 from upstash_redis.errors import UpstashError
 
-from polygon_runner.upstash_server import UpstashServer
+from polygon_testing.upstash_server import UpstashServer
 from tests.redis_servers import RedisServerProcess, redis_server_available
 
 pytestmark = pytest.mark.integration

@@ -9,7 +9,7 @@ import sys
 import pytest
 import redis
 
-from polygon_runner.upstash_server import UpstashServer
+from polygon_testing.upstash_server import UpstashServer
 from tests.helpers import missing_server
 from tests.redis_servers import RedisServerProcess, redis_server_available
 

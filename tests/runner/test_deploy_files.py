@@ -103,6 +103,32 @@ def test_athena_ddl_command(capsys) -> None:
     assert "polygon_trades_raw" not in out
 
 
+@pytest.mark.parametrize(
+    ("argv", "usage"),
+    [
+        (["simulate", "--help"], "usage: polygon-sink simulate "),
+        (["demo", "--help"], "usage: polygon-sink demo "),
+        (["athena-ddl", "--help"], "usage: polygon-sink athena-ddl "),
+        (["simulate", "--no-such-option"], "usage: polygon-sink simulate "),
+    ],
+)
+def test_subcommand_help_names_the_command_typed(capsys, argv: list[str], usage: str) -> None:
+    from polygon_runner.__main__ import main
+
+    with pytest.raises(SystemExit):
+        main(argv)
+    captured = capsys.readouterr()
+    assert (captured.out + captured.err).startswith(usage)
+
+
+def test_simulator_module_help_names_the_module(capsys) -> None:
+    from polygon_sim.server import main
+
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    assert capsys.readouterr().out.startswith("usage: python -m polygon_sim ")
+
+
 def _dockerfile_final_stage() -> dict[str, str]:
     """The final stage's instructions (last one of each kind), continuation lines joined."""
     text = (ROOT / "Dockerfile").read_text().replace("\\\n", " ")

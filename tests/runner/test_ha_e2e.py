@@ -14,9 +14,9 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from polygon_runner.sim_config import SimulatorConfig
-from polygon_runner.simulator import PolygonSimulator
-from polygon_runner.upstash_server import UpstashServer
+from polygon_sim.config import SimulatorConfig
+from polygon_sim.server import PolygonSimulator
+from polygon_testing.upstash_server import UpstashServer
 from tests.helpers import eventually, missing_server
 from tests.redis_servers import RedisServerProcess, redis_server_available
 from tests.runner.ha_harness import (

@@ -16,8 +16,8 @@ import redis.asyncio as aioredis
 from bench.expected import wire_record_values
 from bench.redis_failover import MovingName, RedisFailoverPair, hosts_file_writable
 
-from polygon_runner.sim_config import SimulatorConfig
-from polygon_runner.simulator import PolygonSimulator
+from polygon_sim.config import SimulatorConfig
+from polygon_sim.server import PolygonSimulator
 from tests.helpers import eventually, missing_server
 from tests.redis_servers import RedisServerProcess, free_port, redis_server_available
 from tests.runner.test_service_e2e import (

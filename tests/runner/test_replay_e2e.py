@@ -15,12 +15,12 @@ from polygon_adapters.runtime import SystemClock
 from polygon_adapters.s3_upload import open_s3_client
 from polygon_core.events import Channel
 from polygon_core.subscriptions import FeedRole
-from polygon_runner.sim_config import SimulatorConfig
-from polygon_runner.simulator import PolygonSimulator
+from polygon_sim.config import SimulatorConfig
 from polygon_sim.replay import Replay, ReplayOptions
 from polygon_sim.replay_layout import TimeRange, plan_reads
 from polygon_sim.replay_lines import ReplayEvent
 from polygon_sim.replay_source import HostStream, S3Archive
+from polygon_sim.server import PolygonSimulator
 from tests.helpers import eventually, missing_server
 from tests.moto_server import MotoS3Server, moto_available, unique_bucket
 from tests.redis_servers import RedisServerProcess, redis_server_available

@@ -13,8 +13,8 @@ from polygon_core.ingest import Ingest
 from polygon_core.subscriptions import SymbolSelection
 from polygon_runner.health import HealthReport
 from polygon_runner.service import Service
-from polygon_runner.sim_config import SimulatorConfig
-from polygon_runner.simulator import PolygonSimulator
+from polygon_sim.config import SimulatorConfig
+from polygon_sim.server import PolygonSimulator
 
 pytestmark = pytest.mark.integration
 

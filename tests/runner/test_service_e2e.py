@@ -17,8 +17,8 @@ import redis
 from bench.expected import wire_record_values
 
 from polygon_adapters.s3_upload import open_s3_client
-from polygon_runner.sim_config import SimulatorConfig
-from polygon_runner.simulator import PolygonSimulator
+from polygon_sim.config import SimulatorConfig
+from polygon_sim.server import PolygonSimulator
 from tests.helpers import eventually, missing_server
 from tests.moto_server import MotoS3Server, moto_available, unique_bucket
 from tests.redis_servers import RedisServerProcess, free_port, redis_server_available

@@ -21,8 +21,8 @@ import redis
 from bench.soak.proxy import TcpProxy
 
 from polygon_adapters.s3_upload import open_s3_client
-from polygon_runner.sim_config import SimulatorConfig
-from polygon_runner.simulator import PolygonSimulator
+from polygon_sim.config import SimulatorConfig
+from polygon_sim.server import PolygonSimulator
 from tests.helpers import eventually, missing_server
 from tests.moto_server import MotoAuthServer, moto_available, unique_bucket
 from tests.redis_servers import free_port

@@ -10,7 +10,7 @@ from typing import Any
 
 import msgspec
 
-from polygon_runner.sim_faults import GarbageKind
+from polygon_sim.faults import GarbageKind
 
 __all__ = [
     "AUTH_FAILED",

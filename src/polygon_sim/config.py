@@ -11,12 +11,14 @@ from typing import Any, Literal
 import msgspec
 
 from polygon_core.subscriptions import FeedRole
-from polygon_runner.sim_market import DEFAULT_MIX
-from polygon_runner.sim_tickers import DEFAULT_SYMBOLS
+from polygon_sim.market import DEFAULT_MIX
+from polygon_sim.session import SESSIONS, SessionClock
+from polygon_sim.tickers import DEFAULT_SYMBOLS
 
 __all__ = [
     "DEFAULT_START_MS",
     "AckStyle",
+    "MarketKind",
     "ScriptItem",
     "ScriptedEvent",
     "SimulatorConfig",
@@ -25,11 +27,14 @@ __all__ = [
 ]
 
 AckStyle = Literal["one_frame", "frame_per_topic"]
+MarketKind = Literal["flat", "realistic"]
 ScriptItem = Mapping[str, Any] | bytes
 """A scripted event: a mapping encoded as is, or the exact JSON bytes of one event object."""
 DEFAULT_START_MS = 1_746_624_600_000
 """2025-05-07T13:30:00Z: where the synthetic clock starts unless ``start_ms`` says otherwise."""
 _HOST_OF = {"AM": FeedRole.REALTIME, "FMV": FeedRole.REALTIME}
+REALISTIC_RATE = 2000.0
+"""The realistic market's default trades + quotes per second at midday (whole universe)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,6 +68,17 @@ class SimulatorConfig:
     """Close with ``auth_timeout`` when no auth frame came in time (``None``: never)."""
     evict: Literal["older", "newer"] = "older"
     """Which connection a second authenticated one on the same host and key evicts."""
+    market: MarketKind = "flat"
+    """``flat``: every subscribed (channel, symbol) alike, at ``events_per_second`` per
+    connection or as fast as read (the benchmark's workloads). ``realistic``: the market of
+    :mod:`polygon_sim.realistic` on the wall clock (skewed activity, one AM per symbol and
+    minute, a session clock); ``events_per_second`` is then the trades plus quotes per second
+    of the whole universe at midday (0: :data:`REALISTIC_RATE`), ``mix`` is not used."""
+    session: str = "open"
+    """Realistic market: the session it starts in (``overnight``, ``pre``, ``open``,
+    ``midday``, ``close``, ``after``, or ``now`` for New York's real time)."""
+    session_speed: float = 1.0
+    """Realistic market: how many times faster than the wall clock the sessions pass."""
     mix: tuple[tuple[str, float], ...] = DEFAULT_MIX
     """Relative channel weights (``T``:``Q`` and ``AM``:``FMV`` matter, per host)."""
     script: tuple[ScriptItem, ...] | None = None
@@ -96,7 +112,7 @@ class SimulatorConfig:
     """Offer permessage-deflate (off: the benchmark measures the sink, not zlib)."""
     frame_log: str | None = None
     """Benchmark only: number each data frame, stamp its events with the number and write
-    each frame's send time to this path on stop (:mod:`polygon_runner.sim_stamps`)."""
+    each frame's send time to this path on stop (:mod:`polygon_sim.stamps`)."""
 
     def __post_init__(self) -> None:
         if self.events_per_frame < 1:
@@ -111,6 +127,9 @@ class SimulatorConfig:
             raise ValueError(f"unknown ack_style {self.ack_style!r}")
         if self.evict not in ("older", "newer"):
             raise ValueError(f"unknown evict policy {self.evict!r}")
+        if self.market not in ("flat", "realistic"):
+            raise ValueError(f"unknown market {self.market!r}")
+        SessionClock(self.session, self.session_speed)  # raises on a bad session or speed
         unknown = {c for c, _ in self.mix} - {"AM", "FMV", "T", "Q"}
         if unknown:
             raise ValueError(f"unknown channel(s) in mix: {sorted(unknown)}")
@@ -152,10 +171,16 @@ def parse_script(items: Sequence[ScriptItem]) -> dict[FeedRole, list[ScriptedEve
     return hosts
 
 
-def config_from_args(argv: Sequence[str] | None = None) -> tuple[SimulatorConfig, float]:
-    """``python -m polygon_runner.simulator`` options -> (config, stats interval in s)."""
+def config_from_args(
+    argv: Sequence[str] | None = None, prog: str = "python -m polygon_sim"
+) -> tuple[SimulatorConfig, float]:
+    """The simulator's command-line options -> (config, stats interval in s).
+
+    ``prog`` is the command the user typed (``polygon-sink simulate`` from the runner), so
+    ``--help`` and errors name it.
+    """
     parser = argparse.ArgumentParser(
-        prog="python -m polygon_runner.simulator",
+        prog=prog,
         description="A local Polygon/Massive stocks feed: two WebSocket hosts and the "
         "tickers REST endpoint. The API key is read from --api-key or "
         "SIMULATOR_API_KEY / POLYGON_API_KEY (default 'demo'); it is never printed.",
@@ -168,7 +193,27 @@ def config_from_args(argv: Sequence[str] | None = None) -> tuple[SimulatorConfig
     add("--no-rest", action="store_true", help="do not serve the REST endpoint")
     add("--api-key", default=None, help="the key clients must send")
     add("--symbols", default=None, help="comma-separated universe (default: a realistic list)")
-    add("--rate", type=float, default=0.0, help="events/s per connection (0: as fast as read)")
+    add(
+        "--market",
+        choices=["realistic", "flat"],
+        default="realistic",
+        help="realistic (default): skewed activity, one AM per symbol-minute, sessions; "
+        "flat: every subscription alike at --rate per connection (the benchmark's)",
+    )
+    add(
+        "--session",
+        choices=[*SESSIONS, "now"],
+        default="open",
+        help="realistic: the session to start in (now: New York's time; default open)",
+    )
+    add("--speed", type=float, default=1.0, help="realistic: sessions pass N times faster")
+    add(
+        "--rate",
+        type=float,
+        default=0.0,
+        help="flat: events/s per connection (0: as fast as read); realistic: trades+quotes/s "
+        f"of the universe at midday (0: {REALISTIC_RATE:.0f})",
+    )
     add("--events-per-frame", type=int, default=50)
     add(
         "--max-frame-delay",
@@ -200,6 +245,9 @@ def config_from_args(argv: Sequence[str] | None = None) -> tuple[SimulatorConfig
         api_key=key or "demo",
         symbols=symbols,
         events_per_second=args.rate,
+        market=args.market,
+        session=args.session,
+        session_speed=args.speed,
         events_per_frame=args.events_per_frame,
         max_frame_delay_s=args.max_frame_delay,
         seed=args.seed,

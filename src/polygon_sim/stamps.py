@@ -17,7 +17,7 @@ import time
 from array import array
 from pathlib import Path
 
-from polygon_runner.sim_wire import Event, FairValue, Quote, Trade
+from polygon_sim.wire import Event, FairValue, Quote, Trade
 
 __all__ = ["FrameStamps", "read_frame_log"]
 

@@ -28,8 +28,8 @@ from urllib.parse import parse_qsl, urlencode
 import msgspec
 from aiohttp import web
 
-from polygon_runner.sim_faults import Faults
-from polygon_runner.sim_tickers import TickerInfo
+from polygon_sim.faults import Faults
+from polygon_sim.tickers import TickerInfo
 
 __all__ = ["RestStats", "TickersEndpoint"]
 

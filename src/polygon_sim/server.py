@@ -2,17 +2,17 @@
 
 Two WebSocket hosts at path ``/stocks`` (real-time: ``AM`` + ``FMV``; delayed: ``T`` + ``Q``)
 speak the handshake and statuses of ``polygon-protocol.md`` §2-§7; the tickers REST
-endpoint of §10 is served by :mod:`polygon_runner.sim_rest`. The market is
-:mod:`polygon_runner.sim_market`, the fault switches :mod:`polygon_runner.sim_faults`, the
-ground truth :mod:`polygon_runner.sim_truth`, and the options
-:class:`~polygon_runner.sim_config.SimulatorConfig`. See ``docs/simulator.md``.
+endpoint of §10 is served by :mod:`polygon_sim.rest`. The market is
+:mod:`polygon_sim.market`, the fault switches :mod:`polygon_sim.faults`, the
+ground truth :mod:`polygon_sim.truth`, and the options
+:class:`~polygon_sim.config.SimulatorConfig`. See ``docs/simulator.md``.
 
 ::
 
     async with PolygonSimulator(SimulatorConfig(api_key="k", max_events=10_000)) as sim:
         ...  # connect to f"{sim.realtime_url}/stocks"; await sim.truth.wait_total(10_000)
 
-Run it: ``python -m polygon_runner.simulator --port-realtime 8765 --port-delayed 8766
+Run it: ``python -m polygon_sim --port-realtime 8765 --port-delayed 8766
 --rest-port 8767 --rate 2000``.
 """
 
@@ -38,15 +38,17 @@ from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
 from polygon_core.subscriptions import FeedRole
-from polygon_runner.sim_config import ScriptedEvent, SimulatorConfig, config_from_args, parse_script
-from polygon_runner.sim_connection import Connection, Streamer
-from polygon_runner.sim_faults import Faults, StatusKill
-from polygon_runner.sim_market import HostMarket
-from polygon_runner.sim_rest import RestStats, TickersEndpoint
-from polygon_runner.sim_stamps import FrameStamps
-from polygon_runner.sim_tickers import reference_tickers
-from polygon_runner.sim_truth import ConnectionEventKind, Truth
-from polygon_runner.sim_wire import status_frame
+from polygon_sim.config import ScriptedEvent, SimulatorConfig, config_from_args, parse_script
+from polygon_sim.connection import Connection
+from polygon_sim.faults import Faults, StatusKill
+from polygon_sim.live import LiveHost, realistic_hosts
+from polygon_sim.market import HostMarket
+from polygon_sim.rest import RestStats, TickersEndpoint
+from polygon_sim.stamps import FrameStamps
+from polygon_sim.streamer import Streamer
+from polygon_sim.tickers import reference_tickers
+from polygon_sim.truth import ConnectionEventKind, Truth
+from polygon_sim.wire import status_frame
 
 __all__ = ["PolygonSimulator", "SimulatorConfig", "main"]
 
@@ -102,6 +104,8 @@ class PolygonSimulator:
         self._writer = writer or self._streamer.write_loop
         self.stamps = None if config.frame_log is None else FrameStamps(config.frame_log)
         """Frame numbers and send times for the benchmark (``frame_log``), else ``None``."""
+        self.live: dict[FeedRole, LiveHost] | None = None
+        """The realistic market's hosts (``market="realistic"``), made at :meth:`start`."""
 
     # lifecycle
 
@@ -110,6 +114,8 @@ class PolygonSimulator:
         if self._servers:
             raise RuntimeError("simulator already started")
         config = self.config
+        if config.market == "realistic":
+            self.live = realistic_hosts(config)
         ports = {FeedRole.REALTIME: config.port_realtime, FeedRole.DELAYED: config.port_delayed}
         try:
             for role, port in ports.items():
@@ -343,14 +349,10 @@ async def _serve_forever(config: SimulatorConfig, stats_interval_s: float) -> No
                 last = total
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """The command line; also what ``python -m polygon_runner simulate`` may delegate to."""
-    config, stats_interval_s = config_from_args(argv)
+def main(argv: Sequence[str] | None = None, prog: str = "python -m polygon_sim") -> int:
+    """The command line of ``python -m polygon_sim`` and ``polygon-sink simulate``."""
+    config, stats_interval_s = config_from_args(argv, prog)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(_serve_forever(config, stats_interval_s))
     return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

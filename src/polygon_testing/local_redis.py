@@ -2,7 +2,7 @@
 
 ::
 
-    from polygon_runner.local_redis import RedisServerProcess, redis_server_available
+    from polygon_testing.local_redis import RedisServerProcess, redis_server_available
 
     with RedisServerProcess() as server:      # free loopback port, temp dir, no persistence
         client = redis.Redis.from_url(server.url)

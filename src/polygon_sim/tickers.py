@@ -1,7 +1,7 @@
 """Reference data of the simulator's tickers: names, listing exchange, type, start price.
 
-The REST endpoint lists it (:mod:`polygon_runner.sim_rest`) and the synthetic market starts
-each symbol at its price (:mod:`polygon_runner.sim_market`). Unknown symbols get stable
+The REST endpoint lists it (:mod:`polygon_sim.rest`) and the synthetic market starts
+each symbol at its price (:mod:`polygon_sim.market`). Unknown symbols get stable
 made-up data derived from a CRC of the name.
 """
 

@@ -28,8 +28,8 @@ import zlib
 from collections.abc import Iterable
 
 from polygon_core.subscriptions import FeedRole
-from polygon_runner.sim_tickers import TickerInfo, ticker_info
-from polygon_runner.sim_wire import Aggregate, Event, FairValue, Quote, Trade
+from polygon_sim.tickers import TickerInfo, ticker_info
+from polygon_sim.wire import Aggregate, Event, FairValue, Quote, Trade
 
 __all__ = ["DEFAULT_MIX", "HostMarket", "Pick"]
 

@@ -4,9 +4,9 @@ Covers the checklist (section 9) of the Upstash REST protocol reference: ``POST 
 command), ``/pipeline`` (one connection, one RESP pipeline, not atomic), ``/multi-exec``
 (MULTI ... EXEC on one connection), path-style commands, Bearer or ``?_token=`` auth,
 ``Upstash-Encoding: base64``, ``Upstash-Response-Format: resp2``, a sync-token header,
-request and key size limits, plus fault switches (:mod:`polygon_runner.upstash_faults`).
+request and key size limits, plus fault switches (:mod:`polygon_testing.upstash_faults`).
 
-Run it: ``python -m polygon_runner.upstash_server --redis-url redis://127.0.0.1:6379/0
+Run it: ``python -m polygon_testing.upstash_server --redis-url redis://127.0.0.1:6379/0
 --token T --port 8079`` (the token may come from ``UPSTASH_REDIS_REST_TOKEN`` instead).
 """
 
@@ -30,7 +30,7 @@ from redis.asyncio import ConnectionPool
 from redis.exceptions import InvalidResponse, RedisError, ResponseError
 from yarl import URL
 
-from polygon_runner.upstash_faults import FaultKind, Faults, Stats
+from polygon_testing.upstash_faults import FaultKind, Faults, Stats
 
 __all__ = ["ErrorReply", "StatusReply", "UpstashServer", "main"]
 
@@ -377,7 +377,7 @@ async def _serve(args: argparse.Namespace, token: str) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m polygon_runner.upstash_server",
+        prog="python -m polygon_testing.upstash_server",
         description="Serve the Upstash Redis REST API in front of a real Redis (tests, demos).",
     )
     parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/0")

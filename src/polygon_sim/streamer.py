@@ -1,4 +1,4 @@
-"""One simulated WebSocket connection: handshake, control messages and the data writer.
+"""One simulated connection's protocol: handshake, control messages and the data writer.
 
 Per connection the reader task (the websockets handler) answers control messages and a
 writer task streams data. Every frame is a JSON array built by joining pre-encoded event
@@ -23,17 +23,18 @@ import logging
 import math
 import time
 from collections import deque
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed
 
-from polygon_core.subscriptions import FeedRole, split_topic
-from polygon_runner.sim_config import ScriptedEvent
-from polygon_runner.sim_faults import HostFaults, StatusKill
-from polygon_runner.sim_market import Pick
-from polygon_runner.sim_truth import ConnectionEventKind, ConnectionTruth, Latest, Truth
-from polygon_runner.sim_wire import (
+from polygon_core.subscriptions import split_topic
+from polygon_sim.config import ScriptedEvent
+from polygon_sim.connection import Connection
+from polygon_sim.faults import HostFaults, StatusKill
+from polygon_sim.host import Host
+from polygon_sim.live_writer import stream_live
+from polygon_sim.truth import ConnectionEventKind, Latest
+from polygon_sim.wire import (
     AUTH_FAILED,
     AUTH_REQUIRED,
     AUTH_SUCCESS,
@@ -45,74 +46,20 @@ from polygon_runner.sim_wire import (
     encode,
     parse_request,
     status_element,
-    status_frame,
     wire_tuple,
 )
 
-if TYPE_CHECKING:
-    from polygon_runner.simulator import PolygonSimulator
-
-__all__ = ["Connection", "Streamer"]
+__all__ = ["Streamer"]
 
 logger = logging.getLogger(__name__)
 _HOLD_STATUS_S = 0.005
 """Paced: statuses wait for the next data frame only when it is due within this long."""
 
 
-class Connection:
-    """State of one client connection."""
-
-    __slots__ = (
-        "conn_id", "role", "ws", "record", "wildcard", "explicit", "picks", "pending",
-        "wake", "closing", "authenticated", "writer", "stale", "oversize",
-    )  # fmt: skip
-
-    def __init__(self, conn_id: int, role: FeedRole, ws: ServerConnection, truth: Truth) -> None:
-        self.conn_id = conn_id
-        self.role = role
-        self.ws = ws
-        self.record: ConnectionTruth = truth.opened(conn_id, role)
-        self.wildcard: set[str] = set()
-        self.explicit: set[tuple[str, str]] = set()
-        self.picks: list[Pick] = []
-        self.pending: list[bytes] = []
-        """Status or garbage elements to lead the next frame."""
-        self.wake = asyncio.Event()
-        self.closing = False
-        self.authenticated = False
-        self.writer: asyncio.Task[None] | None = None
-        self.stale = 0
-        self.oversize: list[int] = []
-
-    def wants(self, channel: str, symbol: str) -> bool:
-        return channel in self.wildcard or (channel, symbol) in self.explicit
-
-    async def rest(self, timeout_s: float | None) -> None:
-        """Sleep until woken (new topics, faults, budget) or ``timeout_s`` passes."""
-        if not self.wake.is_set():
-            try:
-                async with asyncio.timeout(timeout_s):
-                    await self.wake.wait()
-            except TimeoutError:
-                pass
-        self.wake.clear()
-
-    async def close_with(self, code: int | None, reason: str, status: StatusKill | None) -> None:
-        try:
-            if status is not None:
-                await self.ws.send(status_frame(status.value, status.message), text=True)
-            if code is None:
-                self.ws.transport.abort()
-            else:
-                await self.ws.close(code, reason)
-        except ConnectionClosed:
-            pass
-
-
 class Streamer:
-    """The protocol logic of a connection, bound to its simulator."""
+    """The protocol logic of a connection, bound to its simulator (a :class:`Host`)."""
 
-    def __init__(self, sim: PolygonSimulator) -> None:
+    def __init__(self, sim: Host) -> None:
         self.sim = sim
 
     async def authenticate(self, conn: Connection) -> bool:
@@ -218,6 +165,9 @@ class Streamer:
 
     async def _stream(self, conn: Connection) -> None:
         sim, ws = self.sim, conn.ws
+        if sim.live is not None and sim.scripts is None:
+            await stream_live(sim, conn, self._take_faults, self._flush)
+            return
         market = sim.markets[conn.role]
         channels = market.channels
         host_faults = sim.faults.hosts[conn.role]
