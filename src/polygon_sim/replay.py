@@ -172,7 +172,11 @@ class Replay:
         self.options = options
         # Acks go out at once: the replay writer never sends statuses along with data.
         self.config = replace(
-            config, symbols=options.symbols or (), script=None, pack_status_with_data=False
+            config,
+            symbols=options.symbols or (),
+            script=None,
+            market="flat",
+            pack_status_with_data=False,
         )
         self.clock = clock
         self.streams: dict[FeedRole, HostStream] = {}
