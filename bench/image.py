@@ -268,7 +268,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     failed = 0
     with tempfile.TemporaryDirectory(prefix="image-check-") as tmp, RedisServerProcess() as rs:
-        sim_argv = [sys.executable, "-m", "polygon_runner", "simulate", "--no-rest"]
+        sim_argv = [sys.executable, "-m", "polygon_runner", "simulate", "--no-rest", "--market"]
+        sim_argv += ["flat"]
         sim_argv += ["--symbols", ",".join(SYMBOLS), "--rate", "500", "--stats-interval", "0"]
         sim = start_child(
             "sim", sim_argv, Path(tmp), {"SIMULATOR_API_KEY": API_KEY}, capture_stdout=True

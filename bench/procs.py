@@ -164,7 +164,7 @@ class FeedHost:
         frame_log: Path | None = None,
     ) -> FeedHost:
         argv = [
-            sys.executable, "-m", "polygon_runner", "simulate", "--no-rest",
+            sys.executable, "-m", "polygon_runner", "simulate", "--no-rest", "--market", "flat",
             "--symbols", ",".join(symbols), "--rate", str(rate),
             "--events-per-frame", str(events_per_frame), "--max-events", str(max_events),
             "--stats-interval", str(stats_interval_s), "--auth-timeout", "0",

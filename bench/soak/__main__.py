@@ -28,6 +28,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--duration", type=float, default=d.duration_s, help="chaos window, s (600)")
     p.add_argument("--rate", type=float, default=d.rate, help="events/s, both hosts (50000)")
     p.add_argument("--symbols", type=int, default=d.symbols, help="symbols (2000)")
+    p.add_argument(
+        "--market", choices=["flat", "realistic"], default=d.market, help="simulator market (flat)"
+    )
     p.add_argument("--seed", type=int, default=d.seed, help="seed of the chaos schedule (1)")
     p.add_argument("--outage", type=float, default=d.outage_s, help="Redis/S3 downtime, s (30)")
     p.add_argument("--warmup", type=float, default=d.warmup_s, help="warm-up, s (20)")
@@ -49,7 +52,7 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     a = _parser().parse_args(argv)
     cfg = SoakConfig(
-        duration_s=a.duration, rate=a.rate, symbols=a.symbols, seed=a.seed,
+        duration_s=a.duration, rate=a.rate, symbols=a.symbols, market=a.market, seed=a.seed,
         outage_s=a.outage, warmup_s=a.warmup, settle_s=a.settle, drops=a.drops,
         part_size_bytes=a.part_size, s3_down_at_start_s=a.s3_down_at_start,
         redis_failover=hosts_file_writable(),

@@ -37,6 +37,9 @@ class SoakConfig:
     rate: float = 50_000.0
     """Events per second, both hosts together."""
     symbols: int = 2_000
+    market: str = "flat"
+    """The simulator's market: ``flat`` (``rate`` split over the two hosts) or
+    ``realistic`` (``rate`` is the trades + quotes per second at midday, from the open)."""
     seed: int = 1
     outage_s: float = 30.0
     """How long Redis and S3 stay down."""

@@ -59,7 +59,8 @@ class World:
             SimulatorConfig(
                 api_key=self.api_key,
                 symbols=self.symbols,
-                events_per_second=cfg.rate / 2,
+                market="realistic" if cfg.market == "realistic" else "flat",
+                events_per_second=cfg.rate if cfg.market == "realistic" else cfg.rate / 2,
                 track_latest=True,
                 wall_clock=True,
                 auth_timeout_s=None,

@@ -43,6 +43,8 @@ _AMPLITUDES = (0.0003, 0.0008, 0.002, 0.004)  # fractions of the price
 _LIT = (12, 12, 12, 10, 10, 11, 11, 15, 17, 19, 21, 8, 7, 3, 2, 1)  # exchange ids
 _ODD_LOTS = (1, 1, 2, 3, 5, 5, 10, 10, 15, 20, 25, 30, 40, 50, 60, 75, 80, 99)
 _ROUND_LOTS = (100, 100, 100, 100, 100, 200, 200, 300, 400, 500, 500, 1000)
+_QUOTE_LOTS = (1, 1, 1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3, 4, 4, 5, 5, 6, 7, 8, 10, 12, 15, 20)
+"""Quote sizes in round lots (``bs: 3`` = 300 shares)."""
 _T, _Q, _FMV = 0, 1, 2
 
 
@@ -149,7 +151,14 @@ class RealisticMarket:
         return found
 
     def _times(self, rng: random.Random, sec: int, n: int) -> list[int]:
-        return sorted(sec * 1000 + rng.randrange(1000) for _ in range(n))
+        r = rng.random
+        return sorted(sec * 1000 + int(r() * 1000) for _ in range(n))
+
+    def _path(self, name: _Name, sec: int) -> tuple[float, float]:
+        """The price path over ``sec`` as (cents at its start, cents per ms): the path is
+        smooth, so a straight line within the second is close enough."""
+        start = self.mid_cents(name, sec * 1000)
+        return start, (self.mid_cents(name, sec * 1000 + 1000) - start) / 1000
 
     def trades(self, sec: int) -> list[Trade]:
         """Every symbol's trades in wall-clock second ``sec``, per symbol in time order."""
@@ -157,42 +166,43 @@ class RealisticMarket:
         out: list[Trade] = []
         for index, n in self._counts(sec, _T, self.trade_rate):
             name, rng = self.names[index], self._rng(sec, index, _T)
-            noise, base_q = 0.0, (sec & 0xFFFFFFF) << 20
+            r, tick, (start, slope) = rng.random, name.tick, self._path(name, sec)
+            noise, base_q, ms0 = 0.0, (sec & 0xFFFFFFF) << 20, sec * 1000
             for j, t in enumerate(self._times(rng, sec, n)):
-                noise = 0.85 * noise + rng.choice((-1, 0, 1))
-                mid = max(1, round(self.mid_cents(name, t) / name.tick + noise) * name.tick)
+                noise = 0.85 * noise + int(r() * 3) - 1
+                mid = max(1, round((start + slope * (t - ms0)) / tick + noise) * tick)
                 bid = mid - name.spread // 2
-                side = rng.random()
-                off = rng.random() < 0.35
+                side = r()
+                off = r() < 0.35
                 if off and side > 0.8:
                     cents: float = bid + name.spread / 2  # a midpoint print
                 else:
                     cents = bid + name.spread if side < 0.5 else bid
-                odd = rng.random() < 0.45
+                odd = r() < 0.45
                 if odd:
-                    size = rng.choice(_ODD_LOTS)
-                elif rng.random() < 0.01:
-                    size = 100 * rng.randrange(20, 200)  # a block
+                    size = _ODD_LOTS[int(r() * len(_ODD_LOTS))]
+                elif r() < 0.01:
+                    size = 100 * (20 + int(r() * 180))  # a block
                 else:
-                    size = rng.choice(_ROUND_LOTS)
+                    size = _ROUND_LOTS[int(r() * len(_ROUND_LOTS))]
                 conditions = []
-                if rng.random() < 0.08:
-                    conditions += [14, 41] if rng.random() < 0.3 else [14]
+                if r() < 0.08:
+                    conditions += [14, 41] if r() < 0.3 else [14]
                 if extended:
                     conditions.append(12)
                 if odd:
                     conditions.append(37)
                 ds = None
-                if off and rng.random() < 0.2:
+                if off and r() < 0.2:
                     ds = f"{size}.0"
-                    if rng.random() < 0.05:
-                        size, ds = 0, f"0.{rng.randrange(1, 10**6):06d}"
+                    if r() < 0.05:
+                        size, ds = 0, f"0.{1 + int(r() * 999_999):06d}"
                 q = base_q + 2 * j
                 out.append(
                     Trade(
-                        name.symbol, 4 if off else rng.choice(_LIT), str(q >> 1), name.tape,
+                        name.symbol, 4 if off else _LIT[int(r() * 16)], str(q >> 1), name.tape,
                         dollars(cents), size, t, q, sorted(conditions) or None,
-                        t - rng.randrange(3), 202 if off else None, t if off else None, ds,
+                        t - int(r() * 3), 202 if off else None, t if off else None, ds,
                     )
                 )  # fmt: skip
         return out
@@ -202,18 +212,19 @@ class RealisticMarket:
         out: list[Quote] = []
         for index, n in self._counts(sec, _Q, self.quote_rate):
             name, rng = self.names[index], self._rng(sec, index, _Q)
-            noise, base_q = 0.0, (sec & 0xFFFFFFF) << 20
+            r, tick, (start, slope) = rng.random, name.tick, self._path(name, sec)
+            noise, base_q, ms0, lots = 0.0, (sec & 0xFFFFFFF) << 20, sec * 1000, len(_QUOTE_LOTS)
             for j, t in enumerate(self._times(rng, sec, n)):
-                noise = 0.85 * noise + rng.choice((-1, 0, 1))
-                mid = max(1, round(self.mid_cents(name, t) / name.tick + noise) * name.tick)
-                spread = name.spread * (2 if rng.random() < 0.1 else 1)
+                noise = 0.85 * noise + int(r() * 3) - 1
+                mid = max(1, round((start + slope * (t - ms0)) / tick + noise) * tick)
+                spread = name.spread * (2 if r() < 0.1 else 1)
                 bid = mid - spread // 2
                 out.append(
                     Quote(
-                        name.symbol, rng.choice(_LIT), rng.choice(_LIT), dollars(bid),
-                        dollars(bid + spread), 1 + int(rng.expovariate(0.3)),
-                        1 + int(rng.expovariate(0.3)), t, base_q + 2 * j + 1, name.tape,
-                        None, [604] if rng.random() < 0.05 else None, t,
+                        name.symbol, _LIT[int(r() * 16)], _LIT[int(r() * 16)], dollars(bid),
+                        dollars(bid + spread), _QUOTE_LOTS[int(r() * lots)],
+                        _QUOTE_LOTS[int(r() * lots)], t, base_q + 2 * j + 1, name.tape,
+                        None, [604] if r() < 0.05 else None, t,
                     )
                 )  # fmt: skip
         return out

@@ -789,6 +789,8 @@ async def test_command_line_prints_urls_but_never_the_key() -> None:
         sys.executable,
         "-m",
         "polygon_sim",
+        "--market",
+        "flat",
         "--api-key",
         secret,
         "--stats-interval",
