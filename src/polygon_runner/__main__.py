@@ -2,7 +2,8 @@
 
 Subcommands: ``run`` (the default: the service, configured by the environment),
 ``check-redis``, ``demo`` (everything on one machine with a live view), ``simulate`` (the
-local Polygon simulator) and ``athena-ddl``.
+local Polygon simulator), ``replay`` (an archive served like the simulator) and
+``athena-ddl``.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from polygon_runner.container import Container, store_for
 from polygon_runner.logs import configure_logging
 from polygon_runner.service import Service
 from polygon_runner.settings import Settings, SettingsError, load_settings, load_store_settings
+from polygon_sim import replay_cli
 from polygon_sim import server as simulator
 
 logger = logging.getLogger("polygon_runner")
@@ -126,6 +128,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         add_help=False,
     )
     sub.add_parser("simulate", help="run the local Polygon simulator", add_help=False)
+    sub.add_parser(
+        "replay",
+        help="serve an archive (S3 or a local folder) over the simulator's two hosts",
+        add_help=False,
+    )
     sub.add_parser("athena-ddl", help="print the Athena DDL for a bucket/prefix", add_help=False)
     sub.add_parser(
         "check-redis",
@@ -136,6 +143,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return demo.main(rest)
     if args.command == "simulate":
         return simulator.main(rest, prog="polygon-sink simulate")
+    if args.command == "replay":
+        return replay_cli.main(rest)
     if args.command == "athena-ddl":
         return athena.main(rest)
     if rest:

@@ -26,7 +26,7 @@ import logging
 import signal
 import time
 from collections import deque
-from collections.abc import Coroutine, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from http import HTTPStatus
 from types import TracebackType
 from typing import Any
@@ -59,9 +59,16 @@ PATH = "/stocks"
 class PolygonSimulator:
     """The simulator; start it with ``async with`` or :meth:`start` / :meth:`stop`."""
 
-    def __init__(self, config: SimulatorConfig | None = None) -> None:
+    def __init__(
+        self,
+        config: SimulatorConfig | None = None,
+        *,
+        writer: Callable[[Connection], Coroutine[Any, Any, None]] | None = None,
+    ) -> None:
+        """``writer``: each authenticated connection's data writer instead of the market's
+        (replay's, :mod:`polygon_sim.replay`)."""
         self.config = config = config or SimulatorConfig()
-        self.truth = Truth(track_latest=config.track_latest)
+        self.truth = Truth(track_latest=config.track_latest, track_times=config.track_times)
         self.faults = Faults(self._kill, self._wake)
         start_ms = config.synthetic_start_ms
         mix = dict(config.mix)
@@ -94,6 +101,7 @@ class PolygonSimulator:
         self._rest_port: int | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._streamer = Streamer(self)
+        self._writer = writer or self._streamer.write_loop
         self.stamps = None if config.frame_log is None else FrameStamps(config.frame_log)
         """Frame numbers and send times for the benchmark (``frame_log``), else ``None``."""
         self.live: dict[FeedRole, LiveHost] | None = None
@@ -228,7 +236,7 @@ class PolygonSimulator:
             connected = status_frame(self.config.connected_status, "Connected Successfully")
             await ws.send(connected, text=True)
             if await self._streamer.authenticate(conn):
-                conn.writer = asyncio.create_task(self._streamer.write_loop(conn))
+                conn.writer = asyncio.create_task(self._writer(conn))
                 async for message in ws:
                     await self._streamer.control(conn, message)
         except ConnectionClosed:
