@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import bisect
-import calendar
 import contextlib
 import json
 import shutil
@@ -20,19 +19,18 @@ from typing import Any
 import redis.asyncio as aioredis
 
 from bench.expected import KEY_PREFIX, wire_record_values
-from bench.service_task import WriteWatcher
 from bench.soak.chaos import Chaos, Outage
 from bench.soak.observe import MetricsPoller, RollbackWatcher, RssSampler, Sample
 from bench.soak.plan import COOLDOWN_S, Fault, SoakConfig, schedule
-from bench.soak.world import BUCKET, PREFIX, TTL_S, World
+from bench.soak.world import BUCKET, PREFIX, SHUTDOWN_TIMEOUT_S, TTL_S, World
 
 __all__ = ["Collected", "run_soak"]
 
 QUIET_S = 1.0
-"""After the feed stops, the service's counters must hold still this long."""
 RSS_WINDOW_S = 10.0
-"""Memory is compared over this long at the end of the warm-up and of the settle phase
-(both must be at least this long)."""
+"""RSS is compared as the peak over this long at the end of the warm-up and of the settle
+phase (both must be at least this long)."""
+"""After the feed stops, the service's counters must hold still this long."""
 
 
 @dataclass
@@ -46,17 +44,10 @@ class Collected:
     poller: MetricsPoller | None = None
     watcher: RollbackWatcher | None = None
     rss: RssSampler | None = None
-    writes: WriteWatcher | None = None
-    """A few hundred keys polled every 10 ms: write gaps and expiries at a handover."""
     window: tuple[float, float] = (0.0, 0.0)
     """``time.time()`` at the start and end of the chaos window."""
     rss_start: int = 0
     rss_end: int = 0
-    """The memory not held by the archive's buffers at the end of the warm-up and of the
-    settle phase (:func:`_rss_level`)."""
-    rss_peak_start: int = 0
-    rss_peak_end: int = 0
-    """The highest RSS sampled in the same windows (for the record)."""
     final: Sample | None = None
     start_outage: Outage | None = None
     """S3 down at start (``SoakConfig.s3_down_at_start_s``): the spawn to the proxy back."""
@@ -70,25 +61,7 @@ class Collected:
     exit_code: int | None = None
     stop_seconds: float | None = None
     archive_lines: dict[str, int] = field(default_factory=dict)
-    archive_by_task: dict[str, dict[str, int]] = field(default_factory=dict)
-    """Lines in S3 per task (its hostname ``soak-<task>``) and channel."""
-    appended_by_task: dict[str, dict[str, int]] = field(default_factory=dict)
-    """``polygon_archive_lines_appended`` per task and channel, as each last answered."""
-    killed: list[str] = field(default_factory=list)
-    """Tasks SIGKILLed by the schedule (their unuploaded tail is lost, as in a crash)."""
-    terms: int = 0
-    """Times a task took the leader lease (each opens both feeds once); 1 without HA."""
-    fences: int = 0
-    """Times a task lost the lease or could not renew it (it dropped both feeds)."""
-    others_recovered: list[float] = field(default_factory=list)
-    """``time.time()`` of each "S3 archive recovery (other writers' uploads)" line."""
-    release_s: dict[str, float] = field(default_factory=dict)
-    """Per task that released the lease: seconds from its "stopping" line to "leader lease
-    released" (stop reading, write what is pending: the predecessor's part of a handover)."""
     open_uploads: int = 0
-    open_uploads_by_task: dict[str, int] = field(default_factory=dict)
-    stopped_at: float = 0.0
-    """``time.time()`` of the final SIGTERM."""
     markers: int = 0
     leaked: list[str] = field(default_factory=list)
     log_lines: int = 0
@@ -109,14 +82,15 @@ async def run_soak(cfg: SoakConfig, progress: Any = print) -> Collected:
         assert world.service is not None
         out.poller = MetricsPoller(world)
         out.watcher = RollbackWatcher(world, world.symbols)
-        out.rss = RssSampler(world)
-        out.writes = WriteWatcher(world.redis_url, _watched_keys(world), 0.01, time.time)
-        observers = (out.poller, out.watcher, out.rss, out.writes)
-        tasks = [asyncio.create_task(o.run()) for o in observers]
+        out.rss = RssSampler(world.service.pid)
+        tasks = [asyncio.create_task(o.run()) for o in (out.poller, out.watcher, out.rss)]
         progress(f"soak: warming up {cfg.warmup_s:.0f} s")
         await asyncio.sleep(cfg.warmup_s)
         await _while_alive(world, starting)
-        out.rss_start, out.rss_peak_start = _rss_level(out)
+        # The baseline: the peak over the warm-up's last RSS_WINDOW_S (the archive's part
+        # buffers fill and empty every few seconds, so one sample is not a baseline); the
+        # end figure is the peak over a window as long at the end of the settle phase.
+        out.rss_start = out.rss.peak_between(time.time() - RSS_WINDOW_S, time.time())
         out.chaos = Chaos(world)
         if out.start_outage is not None:
             out.chaos.outages.append(out.start_outage)
@@ -129,7 +103,7 @@ async def run_soak(cfg: SoakConfig, progress: Any = print) -> Collected:
         out.window = (out.window[0], time.time())
         progress(f"soak: settling {cfg.settle_s:.0f} s")
         await _while_alive(world, asyncio.create_task(asyncio.sleep(cfg.settle_s)))
-        out.rss_end, out.rss_peak_end = _rss_level(out)
+        out.rss_end = out.rss.peak_between(time.time() - RSS_WINDOW_S, time.time())
         await _quiesce(world, out.poller)
         out.final = out.poller.latest()
         _take_truth(world, out)
@@ -172,48 +146,21 @@ async def _s3_down_at_start(world: World, out: Collected) -> None:
     out.start_outage = Outage("s3_down_at_start", None, began, time.time())
 
 
-def _rss_level(out: Collected) -> tuple[int, int]:
-    """(median, peak) over the last ``RSS_WINDOW_S`` of the RSS minus the archive's buffered
-    bytes at the moment (its last scrape before): the part buffers fill and empty every few
-    seconds, and how full they are when the window closes depends on how fast S3 answers
-    and how far the service is behind, which on a shared machine varies from run to run.
-    What is left, memory the service holds otherwise, must not grow; a buffer emptied but
-    not given back still counts."""
-    assert out.rss is not None and out.poller is not None
-    end = time.time()
-    samples = out.poller.samples
-    times = [s.at for s in samples]
-    levels, peak = [], 0
-    for at, rss in out.rss.samples:
-        if end - RSS_WINDOW_S <= at <= end:
-            i = bisect.bisect_right(times, at)
-            buffered = samples[i - 1].get("polygon_archive_bytes_buffered") if i else 0.0
-            levels.append(rss - int(buffered))
-            peak = max(peak, rss)
-    return (sorted(levels)[len(levels) // 2] if levels else 0), peak
-
-
 def _workdir(cfg: SoakConfig) -> Path:
     workdir = Path(cfg.workdir or tempfile.mkdtemp(prefix="soak-"))
     workdir.mkdir(parents=True, exist_ok=True)
     return workdir
 
 
-def _watched_keys(world: World) -> list[str]:
-    """Trade, quote and FMV keys of the first 20 symbols (each changing several times a
-    second; few enough that polling them costs the soak's process little)."""
-    return [KEY_PREFIX[c] + s for s in world.symbols[:20] for c in ("T", "Q", "FMV")]
-
-
 async def _while_alive(world: World, task: asyncio.Task[Any]) -> None:
-    """Wait for ``task``; fail at once if a task the schedule did not stop dies meanwhile."""
-    while not task.done():
-        for t in world.tasks:
-            code = t.proc.returncode
-            if code is not None and t.name not in world.stopping:
-                task.cancel()
-                raise RuntimeError(f"the service (task {t.name}) died (exit code {code})")
-        await asyncio.wait({task}, timeout=0.2)
+    """Wait for ``task``; fail at once if the service dies meanwhile."""
+    assert world.service is not None
+    died = asyncio.create_task(world.service.wait())
+    done, _ = await asyncio.wait({task, died}, return_when=asyncio.FIRST_COMPLETED)
+    if died in done:
+        task.cancel()
+        raise RuntimeError(f"the service died (exit code {world.service.returncode})")
+    died.cancel()
     task.result()
 
 
@@ -238,15 +185,6 @@ async def _quiesce(world: World, poller: MetricsPoller) -> None:
 
 
 def _take_truth(world: World, out: Collected) -> None:
-    assert out.poller is not None
-    for name, page in out.poller.per_task.items():
-        out.appended_by_task[name] = {
-            c: int(page.get(f'polygon_archive_lines_appended{{channel="{c}"}}', 0))
-            for c in KEY_PREFIX
-        }
-    out.killed = (
-        [o.task for o in out.chaos.outages if o.kind == "sigkill" and o.task] if out.chaos else []
-    )
     for role, host in world.sim.truth.hosts.items():
         conns = list(host.connections.values())
         out.delivered |= dict(host.counts)
@@ -310,13 +248,9 @@ async def _check_redis(world: World, out: Collected) -> None:
 async def _stop_service(world: World, out: Collected) -> None:
     assert world.service is not None
     began = time.monotonic()
-    out.stopped_at = time.time()
-    for task in world.tasks:  # the active one (a standby too, had the schedule left one)
-        if task.proc.returncode is None:
-            task.proc.send_signal(signal.SIGTERM)
+    world.service.send_signal(signal.SIGTERM)
     try:
-        limit_s = world.cfg.shutdown_timeout_s + 10
-        out.exit_code = await asyncio.wait_for(world.service.wait(), limit_s)
+        out.exit_code = await asyncio.wait_for(world.service.wait(), SHUTDOWN_TIMEOUT_S + 10)
     except TimeoutError:
         out.exit_code = None
     out.stop_seconds = time.monotonic() - began
@@ -334,59 +268,21 @@ async def _read_archive(world: World, out: Collected) -> None:
                     out.markers += 1
                     continue
                 channel = key.split("channel=", 1)[1].split("/", 1)[0]
-                task = key.rpartition("/")[2].rpartition("-seq=")[0].removeprefix("soak-")
                 body = s3.get_object(Bucket=BUCKET, Key=key)["Body"]
                 lines = sum(chunk.count(b"\n") for chunk in body.iter_chunks(1 << 20))
                 out.archive_lines[channel] = out.archive_lines.get(channel, 0) + lines
-                mine = out.archive_by_task.setdefault(task, {})
-                mine[channel] = mine.get(channel, 0) + lines
-        uploads = s3.list_multipart_uploads(Bucket=BUCKET).get("Uploads", [])
-        out.open_uploads = len(uploads)
-        for upload in uploads:
-            task = upload["Key"].rpartition("/")[2].rpartition("-seq=")[0].removeprefix("soak-")
-            out.open_uploads_by_task[task] = out.open_uploads_by_task.get(task, 0) + 1
+        out.open_uploads = len(s3.list_multipart_uploads(Bucket=BUCKET).get("Uploads", []))
 
     await asyncio.to_thread(read)
 
 
 def _scan_logs(world: World, out: Collected) -> None:
-    texts = []
-    for task in world.tasks:
-        with contextlib.suppress(OSError):
-            texts.append(task.log.read_text(errors="replace"))
-            if (took := _release_s(texts[-1])) is not None:
-                out.release_s[task.name] = took
-            out.others_recovered += [
-                _log_time(line)
-                for line in texts[-1].splitlines()
-                if "recovery (other writers' uploads)" in line
-            ]
-    text = "\n".join(texts)
+    try:
+        text = world.service_log.read_text(errors="replace")
+    except OSError:
+        return
     out.log_lines = text.count("\n")
     out.leaked = [name for name, secret in world.secrets.items() if secret in text]
-    out.terms = text.count('"event":"lease_acquired"') if world.cfg.ha else 1
-    out.fences = text.count('"event":"lease_lost"')
-
-
-def _log_time(line: str) -> float:
-    """``time.time()`` of a JSON log line (its ``ts``, UTC)."""
-    ts = json.loads(line)["ts"]
-    return calendar.timegm(time.strptime(ts[:19], "%Y-%m-%dT%H:%M:%S")) + float(ts[19:-1])
-
-
-def _release_s(log: str) -> float | None:
-    stopping = released = None
-    for line in log.splitlines():
-        if '"msg":"stopping:' in line or '"event":"lease_released"' in line:
-            with contextlib.suppress(ValueError, KeyError):
-                at = _log_time(line)
-                if "lease_released" in line:
-                    released = at
-                elif stopping is None:  # the first (later ones say what went wrong)
-                    stopping = at
-    if stopping is None or released is None:
-        return None
-    return round(released - stopping, 2)
 
 
 def remove_workdir(out: Collected) -> None:

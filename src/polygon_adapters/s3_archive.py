@@ -118,7 +118,6 @@ class S3MultipartArchive:
         tick_s: float = 1.0,
         drop_quiet_s: float = 10.0,
         recovery_lookback_hours: int = 48,
-        recover_others_after_s: float | None = None,
         rng: Callable[[], float] = random.random,
         max_unuploaded_s: float = DEFAULT_MAX_UNUPLOADED_S,
     ) -> None:
@@ -183,7 +182,6 @@ class S3MultipartArchive:
             name=self._name,
             wake=self._wake,
             lookback_hours=recovery_lookback_hours,
-            others_after_s=recover_others_after_s,
         )
         self._running = False
         self._closing = False

@@ -4,9 +4,7 @@
    upload, ``ListParts`` (paginated); complete it with the parts
    :func:`~polygon_core.archive_policy.completable_parts` allows, or abort it when there
    are none. Any writer's uploads are recovered, not only this hostname's: on ECS a new
-   task has a new hostname. With ``others=False`` only this hostname's (with
-   ``HA_ENABLED`` another writer may still be completing its objects: the predecessor of a
-   handover; :func:`recover_others` finishes theirs later).
+   task has a new hostname, and the service runs as a single replica.
 2. Delete stale ``uploading.marker`` objects: those in the folders of the uploads above
    and those found by listing the day folders of the last ``lookback_hours`` (the archive
    is never listed in full; older stale markers are harmless, empty and zero rows).
@@ -26,7 +24,7 @@ recovery ran are numbered once it is done, after what their folders already hold
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
@@ -44,7 +42,7 @@ from polygon_core.rotation import (
     window_folder,
 )
 
-__all__ = ["RecoveryReport", "highest_seqs", "recover_archive", "recover_others"]
+__all__ = ["RecoveryReport", "highest_seqs", "recover_archive"]
 
 logger = logging.getLogger("polygon_adapters.s3_archive")
 
@@ -91,20 +89,17 @@ async def recover_archive(
     now_ms: int,
     attempts: int | None,
     lookback_hours: int = 48,
-    others: bool = True,
 ) -> RecoveryReport:
-    """Run the three steps of the module docstring; see :class:`RecoveryReport`. With
-    ``others=False``, step 1 finishes only this hostname's uploads and step 2 removes only
-    the markers of their folders."""
+    """Run the three steps of the module docstring; see :class:`RecoveryReport`."""
     target = _Target(client, bucket, requests, attempts)
     report = RecoveryReport()
     markers: set[str] = set()
     for channel in Channel:
-        mine = partial(_written_by, hostname=hostname, wanted=True)
-        async for key in _finish_uploads(target, prefix, channel, None if others else mine, report):
+        async for key, upload_id in _uploads(target, channel_prefix(prefix, channel)):
+            if not key.endswith(".ndjson"):
+                continue
             markers.add(key.rpartition("/")[0] + "/" + MARKER_NAME)
-        if not others:
-            continue
+            await _finish(target, key, upload_id, report)
         for folder in lookback_folders(prefix, channel, now_ms, lookback_hours):
             async for key in _keys(target, folder):
                 if key.endswith("/" + MARKER_NAME):
@@ -119,40 +114,6 @@ async def recover_archive(
         seq.seed(channel, window, highest)
         report.seeded[channel] = highest
     return report
-
-
-async def recover_others(
-    client: Any, bucket: str, prefix: str, hostname: str, requests: S3Requests
-) -> RecoveryReport:
-    """Step 1 for the uploads of every writer but ``hostname`` (retrying without end). Their
-    folders' markers stay: this writer may have objects open in the same folders (the one
-    marker per folder is rewritten and removed with those)."""
-    target = _Target(client, bucket, requests, None)
-    report = RecoveryReport()
-    theirs = partial(_written_by, hostname=hostname, wanted=False)
-    for channel in Channel:
-        async for _key in _finish_uploads(target, prefix, channel, theirs, report):
-            pass
-    return report
-
-
-def _written_by(key: str, *, hostname: str, wanted: bool) -> bool:
-    return (seq_from_key(key, hostname) is not None) is wanted
-
-
-async def _finish_uploads(
-    target: _Target,
-    prefix: str,
-    channel: Channel,
-    keep: Callable[[str], bool] | None,
-    report: RecoveryReport,
-) -> AsyncIterator[str]:
-    """Finish the channel's open ``.ndjson`` uploads ``keep`` selects (all: ``None``);
-    yields each key finished."""
-    async for key, upload_id in _uploads(target, channel_prefix(prefix, channel)):
-        if key.endswith(".ndjson") and (keep is None or keep(key)):
-            await _finish(target, key, upload_id, report)
-            yield key
 
 
 async def highest_seqs(

@@ -142,30 +142,3 @@ async def test_missing_bucket_found_by_background_recovery_ends_run(moto: MotoS3
         await archive.aclose(timeout_s=1.0)
         with pytest.raises(ArchiveMisconfigured, match="does not exist"):
             await make_archive(c, unique_bucket("absent"), ManualClock(T0_MS)).recover()
-
-
-async def test_with_ha_another_writers_upload_waits_for_the_grace(moto: MotoS3Server) -> None:
-    """``HA_ENABLED`` (``recover_others_after_s``): an archive that never ran (a standby's)
-    touches nothing, not even at close; a task that took over finishes its own hostname's
-    uploads at once, another writer's (a predecessor completing its objects after the
-    handover) only after the grace. Before, a standby's start-up recovery completed the
-    active task's open uploads (found by the soak)."""
-    bucket = unique_bucket("others")
-    session = moto.aio_session()
-    async with open_s3_client(moto.region, moto.endpoint_url, session=session) as s3:
-        await s3.create_bucket(Bucket=bucket)
-        theirs = object_key(PREFIX, "T", window_at(T0_MS), "host-b", 1)
-        upload = await s3.create_multipart_upload(Bucket=bucket, Key=theirs)
-        part = {"Key": theirs, "UploadId": upload["UploadId"], "PartNumber": 1}
-        await s3.upload_part(Bucket=bucket, Body=b'{"x":1}\n', **part)
-        standby = make_archive(s3, bucket, ManualClock(T0_MS), recover_others_after_s=0.5)
-        await standby.aclose()
-        assert len(await open_uploads(s3, bucket)) == 1
-        archive = make_archive(s3, bucket, ManualClock(T0_MS), recover_others_after_s=1.0)
-        await archive.recover()  # its own part, in the foreground
-        assert len(await open_uploads(s3, bucket)) == 1
-        archive.start()
-        await eventually(lambda: archive.stats.recovered_completed == 1, 5)
-        assert await open_uploads(s3, bucket) == []
-        assert (await objects(s3, bucket))[theirs] == b'{"x":1}\n'
-        await archive.aclose()
