@@ -64,7 +64,6 @@ async def s3_archive(
             use_marker=settings.s3_use_marker,
             max_buffer_bytes=settings.s3_max_buffer_bytes,
             close_timeout_s=settings.shutdown_timeout_s,
-            max_unuploaded_s=settings.s3_max_unuploaded_s,
         )
         try:  # recovery runs in the background (archive.run()): S3 never holds the start up
             yield archive
