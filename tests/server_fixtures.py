@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from tests.helpers import missing_server
+from tests.moto_server import MotoS3Server, moto_available
 from tests.redis_cluster import RedisClusterProcess, cluster_tools_available
 from tests.redis_servers import RedisServerProcess, free_port, redis_server_available
 
@@ -23,6 +24,24 @@ def redis_server() -> Iterator[RedisServerProcess]:
     if not redis_server_available():
         missing_server("redis-server is not installed")
     with RedisServerProcess() as server:
+        yield server
+
+
+@pytest.fixture
+def own_redis_server() -> Iterator[RedisServerProcess]:
+    """A redis-server of this test's own: empty, and nobody else's keys or clients."""
+    if not redis_server_available():
+        missing_server("redis-server is not installed")
+    with RedisServerProcess() as server:
+        yield server
+
+
+@pytest.fixture
+def s3() -> Iterator[MotoS3Server]:
+    """moto's standalone S3 server of this test's own."""
+    if not moto_available():
+        missing_server("moto[server] is not installed")
+    with MotoS3Server() as server:
         yield server
 
 

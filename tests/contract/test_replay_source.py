@@ -17,8 +17,7 @@ from polygon_core.timestamps import iso_ms_bytes
 from polygon_sim.replay_layout import TimeRange, plan_reads
 from polygon_sim.replay_lines import ReplayEvent
 from polygon_sim.replay_source import FolderArchive, HostStream, S3Archive
-from tests.helpers import missing_server
-from tests.moto_server import MotoS3Server, moto_available, unique_bucket
+from tests.moto_server import unique_bucket
 
 T0 = 1_746_626_400_000  # 2025-05-07T14:00:00Z
 MIN = 60_000
@@ -140,14 +139,6 @@ async def test_unread_events_come_back_first(tmp_path) -> None:
 async def test_a_missing_folder_is_an_error(tmp_path) -> None:
     with pytest.raises(FileNotFoundError):
         await FolderArchive(tmp_path / "nope").list_objects(tuple(Channel), TimeRange())
-
-
-@pytest.fixture(scope="module")
-def s3():
-    if not moto_available():
-        missing_server("moto[server] is not installed")
-    with MotoS3Server() as server:
-        yield server
 
 
 @pytest.mark.integration

@@ -17,8 +17,7 @@ import pytest
 from polygon_sim.config import SimulatorConfig
 from polygon_sim.server import PolygonSimulator
 from polygon_testing.upstash_server import UpstashServer
-from tests.helpers import eventually, missing_server
-from tests.redis_servers import RedisServerProcess, redis_server_available
+from tests.helpers import eventually
 from tests.runner.ha_harness import (
     API_KEY,
     SYMBOLS,
@@ -31,14 +30,6 @@ from tests.runner.ha_harness import (
 
 pytestmark = pytest.mark.integration
 TTL_MS = 1000
-
-
-@pytest.fixture
-def redis_server():
-    if not redis_server_available():
-        missing_server("redis-server is not installed")
-    with RedisServerProcess() as server:
-        yield server
 
 
 @pytest.fixture(autouse=True)
@@ -122,9 +113,9 @@ async def _active_with_standby(sim, url, tmp_path, ttl_ms=TTL_MS, **extra) -> tu
     return a, b
 
 
-async def test_rolling_deploy_hands_over_on_sigterm(redis_server, tmp_path) -> None:
-    async with bounded(PolygonSimulator(_sim_config())) as sim, watching(redis_server.url) as w:
-        a, b = await _active_with_standby(sim, redis_server.url, tmp_path)
+async def test_rolling_deploy_hands_over_on_sigterm(own_redis_server, tmp_path) -> None:
+    async with bounded(PolygonSimulator(_sim_config())) as sim, watching(own_redis_server.url) as w:
+        a, b = await _active_with_standby(sim, own_redis_server.url, tmp_path)
         try:
             await asyncio.sleep(1.0)
             assert w.changes > 10
@@ -143,9 +134,9 @@ async def test_rolling_deploy_hands_over_on_sigterm(redis_server, tmp_path) -> N
             await _stop(a, b)
 
 
-async def test_sigkill_of_the_active_the_standby_takes_over(redis_server, tmp_path) -> None:
-    async with bounded(PolygonSimulator(_sim_config())) as sim, watching(redis_server.url) as w:
-        a, b = await _active_with_standby(sim, redis_server.url, tmp_path)
+async def test_sigkill_of_the_active_the_standby_takes_over(own_redis_server, tmp_path) -> None:
+    async with bounded(PolygonSimulator(_sim_config())) as sim, watching(own_redis_server.url) as w:
+        a, b = await _active_with_standby(sim, own_redis_server.url, tmp_path)
         try:
             await asyncio.sleep(1.0)
             killed = time.monotonic()
@@ -163,7 +154,7 @@ async def test_sigkill_of_the_active_the_standby_takes_over(redis_server, tmp_pa
 
 
 async def test_a_paused_active_is_fenced_and_writes_nothing_after_resuming(
-    redis_server, tmp_path
+    own_redis_server, tmp_path
 ) -> None:
     """SIGSTOP for twice the TTL: the standby takes over; on SIGCONT the old task finds its
     fencing deadline passed, drops its feeds and sends no new batch (one it had begun
@@ -172,9 +163,9 @@ async def test_a_paused_active_is_fenced_and_writes_nothing_after_resuming(
     must, for the paused task cannot close its own sockets), before the lease can expire."""
     ttl_ms = 2000
     config = _sim_config(ping_interval_s=0.2, ping_timeout_s=0.3, close_timeout_s=0.2)
-    async with bounded(PolygonSimulator(config)) as sim, watching(redis_server.url) as w:
-        with Monitor(redis_server.url) as monitor:
-            a, b = await _active_with_standby(sim, redis_server.url, tmp_path, ttl_ms)
+    async with bounded(PolygonSimulator(config)) as sim, watching(own_redis_server.url) as w:
+        with Monitor(own_redis_server.url) as monitor:
+            a, b = await _active_with_standby(sim, own_redis_server.url, tmp_path, ttl_ms)
             try:
                 await asyncio.sleep(1.0)
                 assert monitor.fenced_batches(a.pid)
@@ -204,11 +195,11 @@ async def test_a_paused_active_is_fenced_and_writes_nothing_after_resuming(
                 await _stop(a, b)
 
 
-async def test_rolling_deploy_through_upstash(redis_server, tmp_path) -> None:
+async def test_rolling_deploy_through_upstash(own_redis_server, tmp_path) -> None:
     async with (
-        bounded(UpstashServer(redis_server.url, "ha-token")) as upstash,
+        bounded(UpstashServer(own_redis_server.url, "ha-token")) as upstash,
         bounded(PolygonSimulator(_sim_config())) as sim,
-        watching(redis_server.url) as w,
+        watching(own_redis_server.url) as w,
     ):
         base = upstash.url
         extra = {"REDIS_TOKEN": "ha-token", "REDIS_FLUSH_INTERVAL_MS": "100"}
@@ -230,20 +221,20 @@ async def test_rolling_deploy_through_upstash(redis_server, tmp_path) -> None:
             await _stop(a, b)
 
 
-async def test_an_active_cut_off_from_redis_fences_itself_first(redis_server, tmp_path) -> None:
+async def test_an_active_cut_off_from_redis_fences_itself_first(own_redis_server, tmp_path) -> None:
     """The active's Redis connections go silent (a NAT drops the flows: no FIN, no RST;
     new connections still work): its renewal gets no answer, so at its fencing deadline it
     drops both feeds, before the lease can expire and the standby connect. The simulator
     does not help here (pings every 20 s): the fence alone keeps one connection per host."""
     from bench.soak.proxy import TcpProxy
 
-    proxy = TcpProxy(redis_server.port)
+    proxy = TcpProxy(own_redis_server.port)
     await proxy.up()
     via_proxy = f"redis://127.0.0.1:{proxy.port}/0"
-    async with bounded(PolygonSimulator(_sim_config())) as sim, watching(redis_server.url) as w:
+    async with bounded(PolygonSimulator(_sim_config())) as sim, watching(own_redis_server.url) as w:
         a = await start_task(service_env(sim, via_proxy, TTL_MS), tmp_path, "a")
         await a.wait_role("active")
-        b = await start_task(service_env(sim, redis_server.url, TTL_MS), tmp_path, "b")
+        b = await start_task(service_env(sim, own_redis_server.url, TTL_MS), tmp_path, "b")
         await b.wait_role("standby")
         try:
             await asyncio.sleep(1.0)

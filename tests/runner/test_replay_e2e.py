@@ -22,7 +22,7 @@ from polygon_sim.replay_lines import ReplayEvent
 from polygon_sim.replay_source import HostStream, S3Archive
 from polygon_sim.server import PolygonSimulator
 from tests.helpers import eventually, missing_server
-from tests.moto_server import MotoS3Server, moto_available, unique_bucket
+from tests.moto_server import unique_bucket
 from tests.redis_servers import RedisServerProcess, redis_server_available
 from tests.runner.test_service_e2e import API_KEY, SYMBOLS, start_service
 
@@ -38,14 +38,6 @@ def redis_pair():
         missing_server("redis-server is not installed")
     with RedisServerProcess() as first, RedisServerProcess() as second:
         yield first, second
-
-
-@pytest.fixture
-def s3():
-    if not moto_available():
-        missing_server("moto[server] is not installed")
-    with MotoS3Server() as server:
-        yield server
 
 
 def records(url: str) -> dict[str, dict]:

@@ -19,9 +19,9 @@ from bench.expected import wire_record_values
 from polygon_adapters.s3_upload import open_s3_client
 from polygon_sim.config import SimulatorConfig
 from polygon_sim.server import PolygonSimulator
-from tests.helpers import eventually, missing_server
-from tests.moto_server import MotoS3Server, moto_available, unique_bucket
-from tests.redis_servers import RedisServerProcess, free_port, redis_server_available
+from tests.helpers import eventually
+from tests.moto_server import unique_bucket
+from tests.redis_servers import free_port
 
 pytestmark = pytest.mark.integration
 API_KEY = "e2e-key-5e1f9c"
@@ -51,22 +51,6 @@ TTL = {"agg1m": 120, "fmv": 45, "trade": 60, "quote": 30}
 def delivered_latest(sim: PolygonSimulator) -> dict:
     """(channel, symbol) -> the newest event the simulator delivered."""
     return {key: event for host in sim.truth.hosts.values() for key, event in host.latest.items()}
-
-
-@pytest.fixture
-def redis_server():
-    if not redis_server_available():
-        missing_server("redis-server is not installed")
-    with RedisServerProcess() as server:
-        yield server
-
-
-@pytest.fixture
-def s3():
-    if not moto_available():
-        missing_server("moto[server] is not installed")
-    with MotoS3Server() as server:
-        yield server
 
 
 async def start_service(env: dict[str, str], log: Path) -> asyncio.subprocess.Process:
@@ -103,7 +87,7 @@ def metric(text: str, name: str) -> dict[str, float]:
     return values
 
 
-async def test_service_end_to_end_with_sigterm(redis_server, s3, tmp_path) -> None:
+async def test_service_end_to_end_with_sigterm(own_redis_server, s3, tmp_path) -> None:
     bucket = unique_bucket("e2e")
     async with open_s3_client(s3.region, s3.endpoint_url, session=s3.aio_session()) as client:
         await client.create_bucket(Bucket=bucket)
@@ -119,7 +103,7 @@ async def test_service_end_to_end_with_sigterm(redis_server, s3, tmp_path) -> No
             "POLYGON_WS_HOST_REALTIME": sim.realtime_url,
             "POLYGON_WS_HOST_DELAYED": sim.delayed_url,
             "POLYGON_REST_BASE": sim.rest_base,
-            "REDIS_URL": redis_server.url,
+            "REDIS_URL": own_redis_server.url,
             "FMV_TTL_SEC": "45",
             "QUOTE_TTL_SEC": "30",
             "HEALTH_PORT": str(health_port),
@@ -143,7 +127,7 @@ async def test_service_end_to_end_with_sigterm(redis_server, s3, tmp_path) -> No
                     break
                 await asyncio.sleep(0.05)
             assert status == 200, body
-            direct = redis.Redis.from_url(redis_server.url)
+            direct = redis.Redis.from_url(own_redis_server.url)
 
             def all_latest_written() -> bool:
                 for (channel, symbol), event in delivered_latest(sim).items():

@@ -27,10 +27,9 @@ from polygon_sim.server import PolygonSimulator
 from tests.helpers import eventually, missing_server
 from tests.moto_server import MotoAuthServer, moto_available, unique_bucket
 from tests.redis_servers import free_port
-from tests.runner.test_service_e2e import get, metric, redis_server, s3, start_service
+from tests.runner.test_service_e2e import get, metric, start_service
 
 pytestmark = pytest.mark.integration
-__all__ = ["redis_server", "s3"]  # fixtures used here
 
 API_KEY = "s3-faults-key-81d2"
 SYMBOLS = ("AAPL", "MSFT", "TSLA")
@@ -66,7 +65,7 @@ async def gauge(port: int, name: str) -> float | None:
 
 
 async def test_s3_down_at_start_redis_first_archive_catches_up(
-    redis_server, s3, tmp_path: Path
+    own_redis_server, s3, tmp_path: Path
 ) -> None:
     bucket = unique_bucket("down")
     async with open_s3_client(s3.region, s3.endpoint_url, session=s3.aio_session()) as client:
@@ -85,9 +84,9 @@ async def test_s3_down_at_start_redis_first_archive_catches_up(
     )
     health_port = free_port()
     log = tmp_path / "service.log"
-    direct = redis.Redis.from_url(redis_server.url)
+    direct = redis.Redis.from_url(own_redis_server.url)
     async with PolygonSimulator(config) as sim:
-        env = service_env(sim, redis_server.url, bucket)
+        env = service_env(sim, own_redis_server.url, bucket)
         env.update(s3.env())
         env.update(S3_ENDPOINT_URL=f"http://127.0.0.1:{proxy.port}", HEALTH_PORT=str(health_port))
         proc = await start_service(env, log)
@@ -217,7 +216,7 @@ async def test_rejected_credentials_exit_2_with_one_line(
 
 
 async def test_a_taken_health_port_with_s3_down_exits_at_once_with_one_line(
-    redis_server, tmp_path: Path
+    own_redis_server, tmp_path: Path
 ) -> None:
     """A start that fails (here: HEALTH_PORT taken) says why at once and exits 1, also
     while S3 does not answer: the archive, which never ran, does not wait out the shutdown
@@ -230,7 +229,7 @@ async def test_a_taken_health_port_with_s3_down_exits_at_once_with_one_line(
         port, s3_port = taken.getsockname()[1], dead.getsockname()[1]
         async with PolygonSimulator(config) as sim:
             env = {
-                **service_env(sim, redis_server.url, "any-bucket"),
+                **service_env(sim, own_redis_server.url, "any-bucket"),
                 "S3_ENDPOINT_URL": f"http://127.0.0.1:{s3_port}",
                 "AWS_ACCESS_KEY_ID": "test",
                 "AWS_SECRET_ACCESS_KEY": "test-secret-5e1",
