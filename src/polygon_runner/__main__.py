@@ -23,14 +23,12 @@ from urllib.parse import urlsplit
 
 from polygon_adapters.redis_store import redact_url
 from polygon_core.errors import ArchiveMisconfigured, PolygonIngestError
-from polygon_runner import athena, demo
+from polygon_runner import athena
 from polygon_runner.check_redis import check_store
 from polygon_runner.container import Container, store_for
 from polygon_runner.logs import configure_logging
 from polygon_runner.service import Service
 from polygon_runner.settings import Settings, SettingsError, load_settings, load_store_settings
-from polygon_sim import replay_cli
-from polygon_sim import server as simulator
 
 logger = logging.getLogger("polygon_runner")
 
@@ -139,11 +137,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="write stock:test (TTL 60 s) to REDIS_URL (and REDIS_TOKEN) and read it back",
     )
     args, rest = parser.parse_known_args(argv)
+    # The tools are imported only when asked for: the service's own start loads none of
+    # the simulator, replay or test-double modules.
     if args.command == "demo":
+        from polygon_runner import demo
+
         return demo.main(rest)
     if args.command == "simulate":
+        from polygon_sim import server as simulator
+
         return simulator.main(rest, prog="polygon-sink simulate")
     if args.command == "replay":
+        from polygon_sim import replay_cli
+
         return replay_cli.main(rest)
     if args.command == "athena-ddl":
         return athena.main(rest)

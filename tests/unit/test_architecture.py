@@ -179,3 +179,17 @@ def test_core_imports_cleanly_without_service_packages() -> None:
         "assert not bad, bad\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_the_service_start_loads_no_tool() -> None:
+    """``polygon-sink run`` imports the CLI and the container, never the simulator, replay,
+    demo or test doubles (they are imported by their own commands only)."""
+    import subprocess
+
+    code = (
+        "import sys, polygon_runner.__main__, polygon_runner.container\n"
+        "bad = sorted(n for n in sys.modules if n.startswith(('polygon_sim', 'polygon_testing',"
+        " 'polygon_runner.demo')))\n"
+        "assert not bad, bad\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
