@@ -65,8 +65,9 @@ def free_port() -> int:
     port that way). Falls back to a kernel-chosen port when the range leaves no room.
     """
     low = _ephemeral_low()
+    attempts = 200 if low > 1024 + _PORTS_BELOW else 0
     rng = random.SystemRandom()
-    for _ in range(200) if low > 1024 + _PORTS_BELOW else ():
+    for _ in range(attempts):
         port = rng.randrange(low - _PORTS_BELOW, low)
         with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
             try:
