@@ -46,6 +46,8 @@ class TcpProxy:
         self._writers: set[asyncio.StreamWriter] = set()
         self._links: set[_Link] = set()
         self.connections = 0
+        self.most_open = 0
+        """The most connections open at once so far (how many requests overlapped)."""
 
     @property
     def is_up(self) -> bool:
@@ -89,6 +91,7 @@ class TcpProxy:
         link = _Link(writer, up_writer)
         self._writers |= {writer, up_writer}
         self._links.add(link)
+        self.most_open = max(self.most_open, len(self._links))
         try:
             await asyncio.gather(
                 _pipe(reader, up_writer, link, upstream=True),
@@ -158,14 +161,17 @@ def _reset(writer: asyncio.StreamWriter) -> None:
 class ProxyProcess:
     """A :class:`TcpProxy` in a child process, driven by signals."""
 
-    def __init__(self, upstream_port: int) -> None:
+    def __init__(self, upstream_port: int, *, nice: int = 0) -> None:
         self.upstream_port = upstream_port
         self.port = 0
         self.is_up = False
+        self._nice = ("nice", "-n", str(nice)) if nice else ()
+        """The proxy runs at this niceness (above 0: it yields the CPU to the rest)."""
         self._proc: asyncio.subprocess.Process | None = None
 
     async def start(self) -> None:
         self._proc = await asyncio.create_subprocess_exec(
+            *self._nice,
             sys.executable, "-m", "bench.soak.proxy", "--upstream", str(self.upstream_port),
             stdout=asyncio.subprocess.PIPE, stdin=asyncio.subprocess.DEVNULL, cwd=_ROOT,
         )  # fmt: skip

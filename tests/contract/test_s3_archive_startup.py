@@ -142,3 +142,23 @@ async def test_missing_bucket_found_by_background_recovery_ends_run(moto: MotoS3
         await archive.aclose(timeout_s=1.0)
         with pytest.raises(ArchiveMisconfigured, match="does not exist"):
             await make_archive(c, unique_bucket("absent"), ManualClock(T0_MS)).recover()
+
+
+async def test_recovery_lists_the_channels_concurrently(
+    behind_proxy: tuple[Any, Any, str, TcpProxy],
+) -> None:
+    """Each channel's listings run beside the others' (S3's answer time is paid once, not
+    four times): the proxy sees a connection per channel open at once, where calls one
+    after another would have one open at a time."""
+    direct, through, bucket, proxy = behind_proxy
+    window = window_at(T0_MS)
+    for channel in Channel:
+        key = object_key(PREFIX, channel, window, HOST, 3)
+        await direct.put_object(Bucket=bucket, Key=key, Body=b'{"before":"restart"}\n')
+    await proxy.up()
+    archive = make_archive(through, bucket, ManualClock(T0_MS))
+    report = await archive.recover()
+    assert report.seeded == {channel: 3 for channel in Channel}
+    assert list(report.seeded) == list(Channel)  # the report in channel order
+    assert proxy.most_open >= len(Channel)
+    await archive.aclose()
