@@ -49,6 +49,12 @@ class SoakConfig:
     """Data keeps flowing this long after the last outage ended, before the final checks."""
     recovery_limit_s: float = 2.0
     """Writes resume and lag is back to normal within this long after an outage ends."""
+    s3_resume_limit_s: float = 5.0
+    """An S3 outage's "writes resume" (the first part uploaded after it) within this long.
+    That part waits for S3 itself: after the start-up outage, recovery's 20 listings, then
+    a CreateMultipartUpload and a marker per object, all answered by moto, a Python server
+    that runs niced beside the service on the same two cores (``world.S3_NICE``), so on a
+    saturated machine the time is moto's. Lag (the hot path) keeps ``recovery_limit_s``."""
     lag_ok_s: float = 1.0
     """Lag at or under this is "normal" (T, Q and FMV; AM's lag follows bar ends)."""
     rss_growth_limit: float = 0.10

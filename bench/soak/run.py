@@ -291,7 +291,8 @@ def remove_workdir(out: Collected) -> None:
 
 
 def _write_timeline(out: Collected) -> None:
-    """``timeline.jsonl`` in the work directory: lag, writes, archive buffer, RSS per scrape."""
+    """``timeline.jsonl`` in the work directory: lag, writes, archive buffer and parts, RSS
+    per scrape, then one line per outage (kind, host, began, ended)."""
     if out.poller is None:
         return
     samples = out.rss.samples if out.rss else []  # (time, rss), in time order
@@ -304,6 +305,10 @@ def _write_timeline(out: Collected) -> None:
                 "lag": {c: s.lag(c) for c in KEY_PREFIX},
                 "writes": s.get("polygon_redis_writes_total"),
                 "archive_buffered": s.get("polygon_archive_bytes_buffered"),
+                "archive_parts": s.get("polygon_archive_parts_uploaded"),
                 "rss": samples[i - 1][1] if i else None,
             }
             f.write(json.dumps(item) + "\n")
+        for o in out.chaos.outages if out.chaos else []:
+            f.write(json.dumps({"outage": o.kind, "host": o.host, "began": o.began,
+                                "ended": o.ended}) + "\n")  # fmt: skip

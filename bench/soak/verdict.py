@@ -18,6 +18,7 @@ HOST_CHANNELS = {r.value: tuple(c.value for c in r.channels) for r in FeedRole}
 LAG_CHANNELS = {"realtime": ("FMV",), "delayed": ("T", "Q")}
 """Channels whose lag says "caught up" (AM's lag follows bar ends, not arrivals)."""
 ALL_LAG = ("T", "Q", "FMV")
+S3_KINDS = ("s3_down", "s3_down_at_start")
 
 
 @dataclass
@@ -37,8 +38,16 @@ class Recovery:
     drained_s: float | None = None
     """S3 only: outage end to the archive's backlog uploaded (informational)."""
 
-    def within(self, limit_s: float) -> bool:
-        return all(x is not None and x <= limit_s for x in (self.resumed_s, self.lag_ok_s))
+    def within(self, limit_s: float, s3_resume_limit_s: float) -> bool:
+        """Lag settled within ``limit_s``; writes resumed within it too, or within
+        ``s3_resume_limit_s`` for an S3 outage (see ``SoakConfig.s3_resume_limit_s``)."""
+        resume_limit_s = s3_resume_limit_s if self.outage.kind in S3_KINDS else limit_s
+        return (
+            self.resumed_s is not None
+            and self.resumed_s <= resume_limit_s
+            and self.lag_ok_s is not None
+            and self.lag_ok_s <= limit_s
+        )
 
 
 HOLD_S = 5.0
@@ -76,7 +85,7 @@ def recovery(o: Outage, poller: MetricsPoller, lag_ok_s: float) -> Recovery:
     if o.kind in ("redis_down", "redis_failover"):
         writes = before.get("polygon_redis_writes_total")
         resumed = _first(samples, o.ended, lambda s: s.get("polygon_redis_writes_total") > writes)
-    elif o.kind in ("s3_down", "s3_down_at_start"):
+    elif o.kind in S3_KINDS:
         # Redis must not suffer while the archive uploads its backlog.
         parts = before.get("polygon_archive_parts_uploaded")
         resumed = _first(
@@ -149,12 +158,13 @@ def judge(c: Collected) -> tuple[list[Check], list[Recovery], dict[str, Any]]:
         if (c.chaos and c.poller)
         else []
     )
-    slow = [r for r in recoveries if not r.within(cfg.recovery_limit_s)]
+    slow = [r for r in recoveries if not r.within(cfg.recovery_limit_s, cfg.s3_resume_limit_s)]
     worst = max((r.resumed_s or 0.0 for r in recoveries), default=0.0)
     worst_lag = max((r.lag_ok_s or 0.0 for r in recoveries), default=0.0)
     checks.append(
         Check(
-            f"3 writes resume, lag normal ≤ {cfg.recovery_limit_s:g} s after each outage",
+            f"3 writes resume, lag normal ≤ {cfg.recovery_limit_s:g} s after each outage "
+            f"(S3 parts ≤ {cfg.s3_resume_limit_s:g} s)",
             bool(recoveries) and not slow,
             f"{len(recoveries)} outages, resume ≤ {worst:.2f} s, lag ≤ {worst_lag:.2f} s"
             + (f"; slow: {', '.join(r.outage.kind for r in slow)}" if slow else ""),

@@ -53,6 +53,7 @@ async def test_the_ci_chaos_window_loses_nothing(tmp_path) -> None:
     collected = await run_soak(config, progress=lambda _m: None)
     checks, recoveries, figures = judge(collected)
     table = render(checks, recoveries, figures)
+    (tmp_path / "verdict.txt").write_text(table + "\n")
     assert all(c.ok for c in checks), table
     assert figures["events_received"] > 1_000_000, table
     remove_workdir(collected)
