@@ -26,10 +26,24 @@ def _parser() -> argparse.ArgumentParser:
     d = SoakConfig()
     p = argparse.ArgumentParser(prog="python -m bench.soak", description=__doc__.split("\n\n")[0])
     p.add_argument("--duration", type=float, default=d.duration_s, help="chaos window, s (600)")
-    p.add_argument("--rate", type=float, default=d.rate, help="events/s, both hosts (50000)")
+    p.add_argument(
+        "--rate",
+        type=float,
+        default=d.rate,
+        help="flat: events/s, both hosts (50000); realistic: trades + quotes/s at midday (12000)",
+    )
     p.add_argument("--symbols", type=int, default=d.symbols, help="symbols (2000)")
     p.add_argument(
-        "--market", choices=["flat", "realistic"], default=d.market, help="simulator market (flat)"
+        "--market",
+        choices=["flat", "realistic"],
+        default=d.market,
+        help="simulator market (realistic; flat: a steady full-throttle rate)",
+    )
+    p.add_argument(
+        "--speed",
+        type=float,
+        default=d.session_speed,
+        help="realistic: the trading day runs N times faster, from the open (60)",
     )
     p.add_argument("--seed", type=int, default=d.seed, help="seed of the chaos schedule (1)")
     p.add_argument("--outage", type=float, default=d.outage_s, help="Redis/S3 downtime, s (30)")
@@ -53,6 +67,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     a = _parser().parse_args(argv)
     cfg = SoakConfig(
         duration_s=a.duration, rate=a.rate, symbols=a.symbols, market=a.market, seed=a.seed,
+        session_speed=a.speed,
         outage_s=a.outage, warmup_s=a.warmup, settle_s=a.settle, drops=a.drops,
         part_size_bytes=a.part_size, s3_down_at_start_s=a.s3_down_at_start,
         redis_failover=hosts_file_writable(),

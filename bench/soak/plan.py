@@ -34,12 +34,18 @@ HOSTS = ("realtime", "delayed")
 class SoakConfig:
     duration_s: float = 600.0
     """The chaos window (the run also has a warm-up before and a settle phase after)."""
-    rate: float = 50_000.0
-    """Events per second, both hosts together."""
+    rate: float | None = None
+    """``flat``: events per second, both hosts together (``None``: 50,000). ``realistic``:
+    trades + quotes per second at midday (``None``: 12,000; the open bursts to 4x that)."""
     symbols: int = 2_000
-    market: str = "flat"
-    """The simulator's market: ``flat`` (``rate`` split over the two hosts) or
-    ``realistic`` (``rate`` is the trades + quotes per second at midday, from the open)."""
+    market: str = "realistic"
+    """The simulator's market: ``realistic`` (skewed activity, one AM per symbol-minute,
+    the session clock, see ``polygon_sim.realistic``) or ``flat`` (``rate`` split evenly
+    over the two hosts and the symbols, the steady full-throttle stress of the CI run)."""
+    session_speed: float = 60.0
+    """Realistic market: the trading day runs this many times faster, from the open. At
+    60x a 10-minute soak passes the open burst, midday, the close and the quiet
+    after-hours (4:00 pm falls about 6.5 minutes in), so bursts and lulls both meet faults."""
     seed: int = 1
     outage_s: float = 30.0
     """How long Redis and S3 stay down."""
@@ -72,6 +78,13 @@ class SoakConfig:
     """WebSocket drops (half clean, half abrupt); 0: one per 75 s of window, at least 2."""
     workdir: str | None = None
     """Where logs go (kept); ``None``: a temporary directory, removed after a clean run."""
+
+    @property
+    def events_per_second(self) -> float:
+        """``rate`` or the market's default (see ``rate``)."""
+        if self.rate is not None:
+            return self.rate
+        return 12_000.0 if self.market == "realistic" else 50_000.0
 
     def drop_count(self) -> int:
         return self.drops or max(2, int(self.duration_s // 75))

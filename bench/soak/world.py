@@ -65,7 +65,13 @@ class World:
                 api_key=self.api_key,
                 symbols=self.symbols,
                 market="realistic" if cfg.market == "realistic" else "flat",
-                events_per_second=cfg.rate if cfg.market == "realistic" else cfg.rate / 2,
+                events_per_second=(
+                    cfg.events_per_second
+                    if cfg.market == "realistic"
+                    else cfg.events_per_second / 2  # per host
+                ),
+                session="open",
+                session_speed=cfg.session_speed,
                 track_latest=True,
                 wall_clock=True,
                 auth_timeout_s=None,

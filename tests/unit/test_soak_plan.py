@@ -1,0 +1,24 @@
+"""The soak's market: the realistic compressed day by default, the flat full-throttle rate
+for the CI window; the simulator it builds gets that market."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from bench.soak.plan import SoakConfig
+from bench.soak.world import World
+
+
+def test_the_default_soak_runs_the_realistic_day() -> None:
+    cfg = SoakConfig()
+    assert (cfg.market, cfg.events_per_second, cfg.session_speed) == ("realistic", 12_000, 60)
+    assert SoakConfig(market="flat").events_per_second == 50_000
+    assert SoakConfig(market="flat", rate=8_000).events_per_second == 8_000
+
+
+def test_the_world_gives_the_simulator_the_soaks_market(tmp_path: Path) -> None:
+    sim = World(SoakConfig(), tmp_path).sim.config
+    assert (sim.market, sim.events_per_second) == ("realistic", 12_000)
+    assert (sim.session, sim.session_speed) == ("open", 60)
+    flat = World(SoakConfig(market="flat"), tmp_path).sim.config
+    assert (flat.market, flat.events_per_second) == ("flat", 25_000)  # per host
