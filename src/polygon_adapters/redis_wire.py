@@ -3,6 +3,7 @@ once per batch, and the replies read back without redis-py's per-command machine
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 from typing import Any
 
@@ -78,6 +79,9 @@ async def read_replies(conn: Any, count: int) -> list[ResponseError]:
     internals (``_reader`` and ``read_from_socket``, stable since redis-py 4.2); with any
     other parser the portable ``read_response`` loop is used. An error reply redis-py maps
     to a connection error (``LOADING``, ``NOAUTH``) is raised, the other replies unread.
+    Each read from the socket waits at most the connection's ``socket_timeout``, as
+    ``read_response`` does (``TimeoutError``): a stalled Redis (paused, or a flow dropped
+    without a reset) fails the batch instead of holding the flush forever.
     """
     parser = getattr(conn, "_parser", None)
     reader = getattr(parser, "_reader", None)
@@ -87,11 +91,13 @@ async def read_replies(conn: Any, count: int) -> list[ResponseError]:
     errors: list[ResponseError] = []
     gets = reader.gets
     refill = parser.read_from_socket
+    timeout_s = getattr(conn, "socket_timeout", None)
     remaining = count
     while remaining:
         reply = gets(False)
         if reply is _NOT_ENOUGH_DATA:
-            await refill()
+            async with asyncio.timeout(timeout_s):
+                await refill()
             continue
         remaining -= 1
         if isinstance(reply, ResponseError):

@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import random
+import signal
+import time
 
 import pytest
 import redis.asyncio as aioredis
@@ -105,6 +108,28 @@ async def test_redis_stopped_mid_stream_then_restarted(private_redis) -> None:
     ingest.stop()
     await flusher
     await direct.aclose()
+    await store.aclose()
+
+
+async def test_a_stalled_redis_times_out_the_batch_then_writes_resume(private_redis) -> None:
+    """SIGSTOP: the batch's replies never come; it fails within the socket timeout as
+    StoreUnavailable (not a hang), and after SIGCONT writes go through again."""
+    store = RedisLatestStore.from_url(private_redis.url, connect_timeout_s=0.2, timeout_s=0.3)
+    await store.put_many([LatestValue("stock:trade:ST", b'{"v":1}', 60)])
+    pid = private_redis.pid
+    assert pid is not None
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        started = time.monotonic()
+        with pytest.raises(StoreUnavailable):
+            await asyncio.wait_for(
+                store.put_many([LatestValue("stock:trade:ST", b'{"v":2}', 60)]), 10.0
+            )
+        assert time.monotonic() - started < 3.0
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    await store.put_many([LatestValue("stock:trade:ST", b'{"v":3}', 60)])
+    assert await store.read("stock:trade:ST") == b'{"v":3}'
     await store.aclose()
 
 
