@@ -150,7 +150,3 @@ class RssSampler:
             fields = dict(line.split(":", 1) for line in text.splitlines() if ":" in line)
             self.peak = int(fields["VmHWM"].split()[0]) * 1024
             self.samples.append((time.time(), int(fields["VmRSS"].split()[0]) * 1024))
-
-    def peak_between(self, start: float, end: float) -> int:
-        """The highest RSS sampled in [start, end] (0 if none)."""
-        return max((rss for t, rss in self.samples if start <= t <= end), default=0)

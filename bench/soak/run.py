@@ -10,6 +10,7 @@ import contextlib
 import json
 import shutil
 import signal
+import statistics
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -27,10 +28,10 @@ from bench.soak.world import BUCKET, PREFIX, SHUTDOWN_TIMEOUT_S, TTL_S, World
 __all__ = ["Collected", "run_soak"]
 
 QUIET_S = 1.0
-RSS_WINDOW_S = 10.0
-"""RSS is compared as the peak over this long at the end of the warm-up and of the settle
-phase (both must be at least this long)."""
 """After the feed stops, the service's counters must hold still this long."""
+RSS_WINDOW_S = 10.0
+"""Memory is compared over this long at the end of the warm-up and of the settle phase
+(both must be at least this long); see :func:`_rss_level`."""
 
 
 @dataclass
@@ -48,6 +49,11 @@ class Collected:
     """``time.time()`` at the start and end of the chaos window."""
     rss_start: int = 0
     rss_end: int = 0
+    """The memory not held by the archive's buffers at the end of the warm-up and of the
+    settle phase (:func:`_rss_level`)."""
+    rss_peak_start: int = 0
+    rss_peak_end: int = 0
+    """The highest RSS sampled in the same windows (for the record)."""
     final: Sample | None = None
     start_outage: Outage | None = None
     """S3 down at start (``SoakConfig.s3_down_at_start_s``): the spawn to the proxy back."""
@@ -87,10 +93,7 @@ async def run_soak(cfg: SoakConfig, progress: Any = print) -> Collected:
         progress(f"soak: warming up {cfg.warmup_s:.0f} s")
         await asyncio.sleep(cfg.warmup_s)
         await _while_alive(world, starting)
-        # The baseline: the peak over the warm-up's last RSS_WINDOW_S (the archive's part
-        # buffers fill and empty every few seconds, so one sample is not a baseline); the
-        # end figure is the peak over a window as long at the end of the settle phase.
-        out.rss_start = out.rss.peak_between(time.time() - RSS_WINDOW_S, time.time())
+        out.rss_start, out.rss_peak_start = _rss_level(out)
         out.chaos = Chaos(world)
         if out.start_outage is not None:
             out.chaos.outages.append(out.start_outage)
@@ -103,7 +106,7 @@ async def run_soak(cfg: SoakConfig, progress: Any = print) -> Collected:
         out.window = (out.window[0], time.time())
         progress(f"soak: settling {cfg.settle_s:.0f} s")
         await _while_alive(world, asyncio.create_task(asyncio.sleep(cfg.settle_s)))
-        out.rss_end = out.rss.peak_between(time.time() - RSS_WINDOW_S, time.time())
+        out.rss_end, out.rss_peak_end = _rss_level(out)
         await _quiesce(world, out.poller)
         out.final = out.poller.latest()
         _take_truth(world, out)
@@ -288,6 +291,28 @@ def _scan_logs(world: World, out: Collected) -> None:
 def remove_workdir(out: Collected) -> None:
     if out.cfg.workdir is None:
         shutil.rmtree(out.workdir, ignore_errors=True)
+
+
+def _rss_level(out: Collected) -> tuple[int, int]:
+    """(median, peak) over the last ``RSS_WINDOW_S`` of the RSS less the archive's buffered
+    bytes at that moment (its scrape just before). The part buffers fill and empty at the
+    rate of each channel (a quiet channel holds a part for minutes: the realistic market's
+    after-hours hold more than its open), within the archive's budget; what is left, the
+    memory the service holds otherwise, must not grow. A buffer emptied but not given back
+    shows as growth."""
+    assert out.rss is not None and out.poller is not None
+    end = time.time()
+    scrapes = [s for s in out.poller.samples if s.at <= end]
+    times = [s.at for s in scrapes]
+    levels: list[int] = []
+    peak = 0
+    for at, rss in out.rss.samples:
+        if end - RSS_WINDOW_S <= at <= end:
+            i = bisect.bisect_right(times, at)
+            buffered = scrapes[i - 1].get("polygon_archive_bytes_buffered") if i else 0.0
+            levels.append(rss - int(buffered))
+            peak = max(peak, rss)
+    return (int(statistics.median(levels)) if levels else 0), peak
 
 
 def _write_timeline(out: Collected) -> None:

@@ -257,9 +257,10 @@ def judge(c: Collected) -> tuple[list[Check], list[Recovery], dict[str, Any]]:
     growth = c.rss_end / c.rss_start - 1 if c.rss_start else float("inf")
     checks.append(
         Check(
-            f"6 peak RSS, warm-up vs settle: growth < {cfg.rss_growth_limit:.0%}",
-            growth < cfg.rss_growth_limit,
+            f"6 RSS less archive buffers, warm-up vs settle: growth < {cfg.rss_growth_limit:.0%}",
+            growth < cfg.rss_growth_limit and c.rss_end > 0,
             f"{c.rss_start / 2**20:.0f} MB -> {c.rss_end / 2**20:.0f} MB ({growth:+.1%}); "
+            f"peak RSS {c.rss_peak_start / 2**20:.0f} -> {c.rss_peak_end / 2**20:.0f} MB; "
             f"highest of the run {(c.rss.peak if c.rss else 0) / 2**20:.0f} MB",
         )
     )
@@ -284,6 +285,8 @@ def judge(c: Collected) -> tuple[list[Check], list[Recovery], dict[str, Any]]:
         else None,
         "rss_start_mb": round(c.rss_start / 2**20, 1),
         "rss_end_mb": round(c.rss_end / 2**20, 1),
+        "rss_peak_start_mb": round(c.rss_peak_start / 2**20, 1),
+        "rss_peak_end_mb": round(c.rss_peak_end / 2**20, 1),
         "rss_peak_mb": round((c.rss.peak if c.rss else 0) / 2**20, 1),
         "archive_dropped": sum(dropped.values()),
         "late_dropped": int(final.get("polygon_late_dropped_total")),

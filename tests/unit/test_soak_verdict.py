@@ -1,11 +1,17 @@
-"""The soak's check 3 bounds: lag (the hot path) within the recovery limit after every
-outage; writes resumed within it too, except an S3 outage's first part (moto's time)."""
+"""The soak's judgement: check 3's bounds (lag, the hot path, within the recovery limit
+after every outage; writes resumed within it too, except an S3 outage's first part, which
+is moto's time) and check 6's memory level (RSS less the archive's buffers)."""
 
 from __future__ import annotations
 
+import time
+from types import SimpleNamespace
+
 import pytest
 from bench.soak.chaos import Outage
+from bench.soak.observe import Sample
 from bench.soak.plan import SoakConfig
+from bench.soak.run import _rss_level
 from bench.soak.verdict import Recovery
 
 CFG = SoakConfig()
@@ -36,3 +42,29 @@ def test_check_3_bounds(
         recovery(kind, resumed_s, lag_ok_s).within(CFG.recovery_limit_s, CFG.s3_resume_limit_s)
         is ok
     )
+
+
+def test_memory_is_judged_less_the_archive_buffers() -> None:
+    """Part buffers filling and emptying are not growth; memory held besides them is."""
+    mib = 1 << 20
+    now = time.time()
+    times = [now - 9 + i for i in range(9)]
+    buffered = [(i % 3) * 16 * mib for i in range(9)]  # a sawtooth of 16 MiB parts
+    scrapes = [
+        Sample(t - 0.05, {"polygon_archive_bytes_buffered": b})
+        for t, b in zip(times, buffered, strict=True)
+    ]
+    steady = SimpleNamespace(
+        rss=SimpleNamespace(
+            samples=[(t, 100 * mib + b) for t, b in zip(times, buffered, strict=True)]
+        ),
+        poller=SimpleNamespace(samples=scrapes),
+    )
+    assert _rss_level(steady) == (100 * mib, 132 * mib)  # type: ignore[arg-type]
+    grown = SimpleNamespace(
+        rss=SimpleNamespace(
+            samples=[(t, 120 * mib + b) for t, b in zip(times, buffered, strict=True)]
+        ),
+        poller=SimpleNamespace(samples=scrapes),
+    )
+    assert _rss_level(grown)[0] == 120 * mib  # type: ignore[arg-type]
