@@ -1,5 +1,5 @@
 """Service.resolve_symbols: configured ∪ discovered, wildcard skips, failure falls back.
-With ``HA_ENABLED``: the archive starts with the first term, from its first term."""
+With ``HA_ENABLED``: the archive starts with the first term, and a lost lease says why."""
 
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ from polygon_runner.leadership import Leadership
 from polygon_runner.service import Service
 from polygon_sim.config import SimulatorConfig
 from polygon_sim.server import PolygonSimulator
+from tests.helpers import eventually
 
 pytestmark = pytest.mark.integration
 
@@ -126,3 +127,26 @@ async def test_with_ha_a_standby_runs_no_archive_until_its_first_term() -> None:
     finally:
         svc.request_stop()
         assert await asyncio.wait_for(running, 5) == 0
+
+
+async def test_a_renewal_answered_not_ours_says_expired_or_taken(caplog) -> None:
+    """'Not ours' may be a lease that expired with no other task alive (a loop starved past
+    the TTL), so the log does not claim another task holds it."""
+    caplog.set_level(logging.ERROR)
+    lease = ScriptedLease()
+    lease.free, lease.ours = True, False
+    leadership = Leadership(lease, SystemClock(), 300, acquire_interval_s=0.01)
+    reasons: list[str] = []
+
+    async def standby(reason: str) -> None:
+        reasons.append(reason)
+
+    leadership.on_standby = standby
+    leading = asyncio.create_task(leadership.run())
+    try:
+        await eventually(lambda: bool(reasons), 2)
+    finally:
+        leading.cancel()
+        await asyncio.gather(leading, return_exceptions=True)
+    assert reasons[0] == "the lease is no longer ours: it expired or another task took it"
+    assert "expired or another task took it" in caplog.text
