@@ -9,6 +9,7 @@ what it could not upload.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -199,7 +200,7 @@ async def test_with_ha_a_close_before_the_grace_leaves_other_writers_uploads(
     moto: MotoS3Server,
 ) -> None:
     """A task that stops within the grace leaves another writer's upload open (for the next
-    task to take over) and no step running."""
+    task to take over): the step is cancelled, not left to run after the close."""
     bucket = unique_bucket("others-left")
     session = moto.aio_session()
     async with open_s3_client(moto.region, moto.endpoint_url, session=session) as s3:
@@ -208,9 +209,10 @@ async def test_with_ha_a_close_before_the_grace_leaves_other_writers_uploads(
         upload = await s3.create_multipart_upload(Bucket=bucket, Key=theirs)
         part = {"Key": theirs, "UploadId": upload["UploadId"], "PartNumber": 1}
         await s3.upload_part(Bucket=bucket, Body=b'{"x":1}\n', **part)
-        archive = make_archive(s3, bucket, ManualClock(T0_MS), recover_others_after_s=30.0)
+        archive = make_archive(s3, bucket, ManualClock(T0_MS), recover_others_after_s=0.3)
         await archive.recover()
         archive.start()
         await archive.aclose()
+        await asyncio.sleep(0.6)
         assert len(await open_uploads(s3, bucket)) == 1
         assert archive.stats.recovered_completed == 0
