@@ -133,13 +133,21 @@ class PolygonWebSocketFeed:
         self.stats = FeedStats()
         self.gate: Callable[[], bool] | None = None
         """Asked before each dial (``HA_ENABLED``: whether this task holds the lease)."""
+        self._resume_at = 0.0
+        """Monotonic time before which no dial (the backoff or cooldown in progress)."""
 
     def __repr__(self) -> str:
         return f"<PolygonWebSocketFeed {self.role.value} {self.url} {self.stats.state}>"
 
     async def run(self, on_frame: FrameHandler) -> None:
-        """Connect, pump, reconnect; returns after :meth:`aclose`."""
+        """Connect, pump, reconnect; returns after :meth:`aclose`. A run after
+        :meth:`reopen` first waits out what was left of a wait that :meth:`abort` cut short:
+        a cooldown after ``max_connections`` or ``auth_failed`` is kept across a fence."""
         policy = self._policy
+        left_s = self._resume_at - self._clock.monotonic_s()
+        if left_s > 0 and await self._wait(left_s):
+            self.stats.state = "closed"
+            return
         while not self._stopping.is_set():
             if self.gate is not None and not self.gate():
                 break  # not the leader (any more): never dial
@@ -157,13 +165,21 @@ class PolygonWebSocketFeed:
                 delay,
                 policy.attempt,
             )
-            self.stats.state = "waiting"
-            try:
-                async with asyncio.timeout(delay):
-                    await self._stopping.wait()
-            except TimeoutError:
-                pass
+            self._resume_at = self._clock.monotonic_s() + delay
+            if await self._wait(delay):
+                break
         self.stats.state = "closed"
+
+    async def _wait(self, delay_s: float) -> bool:
+        """Wait ``delay_s`` before the next dial; True if stopped meanwhile."""
+        self.stats.state = "waiting"
+        try:
+            async with asyncio.timeout(delay_s):
+                await self._stopping.wait()
+        except TimeoutError:
+            self._resume_at = 0.0
+            return False
+        return True
 
     def input_waiting(self) -> bool:
         """Whether data already waits to be read: frames queued in websockets, or bytes in

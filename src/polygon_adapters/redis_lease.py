@@ -4,6 +4,7 @@ cluster every call goes to the one node that owns its slot."""
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from redis.asyncio import Redis, RedisCluster
@@ -18,11 +19,21 @@ __all__ = ["RedisLease"]
 
 
 class RedisLease:
-    """``SET NX PX`` to take, compare-and-set to renew, compare-and-delete to release."""
+    """``SET NX PX`` to take, compare-and-set to renew, compare-and-delete to release.
+    ``on_node_lost`` (the store's) runs on an answer that says the node is no longer the
+    writable primary (``READONLY`` after a failover, a reset): the next request reconnects
+    through the configured name, so a renewal does not keep asking the old node until the
+    fencing deadline."""
 
-    def __init__(self, client: Redis | RedisCluster, key: str = LEADER_KEY) -> None:
+    def __init__(
+        self,
+        client: Redis | RedisCluster,
+        key: str = LEADER_KEY,
+        on_node_lost: Callable[[BaseException], Awaitable[None]] | None = None,
+    ) -> None:
         self._client = client
         self.key = key
+        self._on_node_lost = on_node_lost
 
     async def acquire(self, owner: str, ttl_ms: int) -> bool:
         reply = await self._call(self._client.set(self.key, owner, nx=True, px=ttl_ms))
@@ -41,11 +52,13 @@ class RedisLease:
         value = await self._call(self._client.get(self.key))
         return None if value is None else bytes(value).decode()
 
-    @staticmethod
-    async def _call(awaitable: Any) -> Any:
+    async def _call(self, awaitable: Any) -> Any:
         try:
             return await awaitable
         except (RedisError, OSError) as exc:
-            if classify(exc) is ErrorKind.FATAL:
+            kind = classify(exc)
+            if kind is ErrorKind.FATAL:
                 raise StoreRejected(f"leader lease refused: {describe(exc)}") from exc
+            if kind is ErrorKind.NODE_LOST and self._on_node_lost is not None:
+                await self._on_node_lost(exc)
             raise StoreUnavailable(f"leader lease: {describe(exc)}") from exc

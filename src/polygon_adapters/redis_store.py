@@ -110,7 +110,7 @@ class RedisLatestStore:
 
     def lease(self) -> RedisLease:
         """The leader lease on this store's client."""
-        return RedisLease(self._client)
+        return RedisLease(self._client, on_node_lost=self._leave_node)
 
     @classmethod
     def from_url(

@@ -110,6 +110,7 @@ class S3MultipartArchive:
         tick_s: float = 1.0,
         drop_quiet_s: float = 10.0,
         recovery_lookback_hours: int = 48,
+        recover_others_after_s: float | None = None,
         rng: Callable[[], float] = random.random,
     ) -> None:
         smallest = min(policy.part_size_bytes, policy.max_object_bytes)
@@ -170,6 +171,7 @@ class S3MultipartArchive:
             name=self._name,
             wake=self._wake,
             lookback_hours=recovery_lookback_hours,
+            others_after_s=recover_others_after_s,
         )
         self._running = False
         self._closing = False
@@ -342,6 +344,7 @@ class S3MultipartArchive:
         for obj in self._open_objects():
             self._close(obj)
         started = asyncio.get_running_loop().time()
+        await self._startup.drop_others()
         if self._running or self.stats.objects_opened:
             await self._startup.finish(deadline)
         # else a start that failed before the service ran: nothing to upload, and no

@@ -4,7 +4,9 @@
    upload, ``ListParts`` (paginated); complete it with the parts
    :func:`~polygon_core.archive_policy.completable_parts` allows, or abort it when there
    are none. Any writer's uploads are recovered, not only this hostname's: on ECS a new
-   task has a new hostname, and the service runs as a single replica.
+   task has a new hostname. With ``others=False`` only this hostname's (with
+   ``HA_ENABLED`` another writer may still be completing its objects: the predecessor of a
+   handover; :func:`recover_others` finishes theirs later).
 2. Delete stale ``uploading.marker`` objects: those in the folders of the uploads above
    and those found by listing the day folders of the last ``lookback_hours`` (the archive
    is never listed in full; older stale markers are harmless, empty and zero rows).
@@ -25,7 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Coroutine, Iterable
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterable
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any, TypeVar
@@ -43,7 +45,7 @@ from polygon_core.rotation import (
     window_folder,
 )
 
-__all__ = ["RecoveryReport", "highest_seqs", "recover_archive"]
+__all__ = ["RecoveryReport", "highest_seqs", "recover_archive", "recover_others"]
 
 logger = logging.getLogger("polygon_adapters.s3_archive")
 
@@ -92,8 +94,11 @@ async def recover_archive(
     now_ms: int,
     attempts: int | None,
     lookback_hours: int = 48,
+    others: bool = True,
 ) -> RecoveryReport:
-    """Run the three steps of the module docstring; see :class:`RecoveryReport`.
+    """Run the three steps of the module docstring; see :class:`RecoveryReport`. With
+    ``others=False``, step 1 finishes only this hostname's uploads and step 2 removes only
+    the markers of their folders.
 
     The channels are recovered concurrently (each one's listings in order), so the time
     S3 needs to answer is that of the busiest channel, not of all four one after another;
@@ -103,7 +108,7 @@ async def recover_archive(
     target = _Target(client, bucket, requests, attempts)
     window = policy.window_for(now_ms)
     found = await _each(
-        _recover_channel(target, prefix, hostname, c, window, now_ms, lookback_hours)
+        _recover_channel(target, prefix, hostname, c, window, now_ms, lookback_hours, others)
         for c in Channel
     )
     report = RecoveryReport(window=window)
@@ -129,20 +134,50 @@ async def _recover_channel(
     window: Window,
     now_ms: int,
     lookback_hours: int,
+    others: bool,
 ) -> tuple[RecoveryReport, set[str], int]:
     """Steps 1 and 3 for one channel, and the stale markers step 2 is to delete."""
-    report = RecoveryReport()
-    markers: set[str] = set()
-    async for key, upload_id in _uploads(target, channel_prefix(prefix, channel)):
-        if not key.endswith(".ndjson"):
-            continue
-        markers.add(key.rpartition("/")[0] + "/" + MARKER_NAME)
-        await _finish(target, key, upload_id, report)
-    for folder in lookback_folders(prefix, channel.value, now_ms, lookback_hours):
-        async for key in _keys(target, folder):
-            if key.endswith("/" + MARKER_NAME):
-                markers.add(key)
+    mine = None if others else partial(_written_by, hostname=hostname, wanted=True)
+    report = await _finish_uploads(target, prefix, channel, mine)
+    markers = {
+        key.rpartition("/")[0] + "/" + MARKER_NAME for key in report.completed + report.aborted
+    }
+    if others:
+        for folder in lookback_folders(prefix, channel.value, now_ms, lookback_hours):
+            async for key in _keys(target, folder):
+                if key.endswith("/" + MARKER_NAME):
+                    markers.add(key)
     return report, markers, await _highest(target, prefix, hostname, channel, window)
+
+
+async def recover_others(
+    client: Any, bucket: str, prefix: str, hostname: str, requests: S3Requests
+) -> RecoveryReport:
+    """Step 1 for the uploads of every writer but ``hostname`` (retrying without end; the
+    channels concurrently). Their folders' markers stay: this writer may have objects open
+    in the same folders (the one marker per folder is rewritten and removed with those)."""
+    target = _Target(client, bucket, requests, None)
+    theirs = partial(_written_by, hostname=hostname, wanted=False)
+    report = RecoveryReport()
+    for sub in await _each(_finish_uploads(target, prefix, c, theirs) for c in Channel):
+        report.completed += sub.completed
+        report.aborted += sub.aborted
+    return report
+
+
+def _written_by(key: str, *, hostname: str, wanted: bool) -> bool:
+    return (seq_from_key(key, hostname) is not None) is wanted
+
+
+async def _finish_uploads(
+    target: _Target, prefix: str, channel: Channel, keep: Callable[[str], bool] | None
+) -> RecoveryReport:
+    """Finish the channel's open ``.ndjson`` uploads ``keep`` selects (all: ``None``)."""
+    report = RecoveryReport()
+    async for key, upload_id in _uploads(target, channel_prefix(prefix, channel)):
+        if key.endswith(".ndjson") and (keep is None or keep(key)):
+            await _finish(target, key, upload_id, report)
+    return report
 
 
 async def _each(coros: Iterable[Coroutine[Any, Any, _T]]) -> list[_T]:

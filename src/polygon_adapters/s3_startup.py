@@ -8,6 +8,12 @@ order they were opened, after the highest ``seq`` their folder already holds for
 (the current window's comes with the recovery, other windows' are listed then), so a
 restart never overwrites an object; then the archive uploads them. An answer that says the
 configuration is wrong ends the task with ``ArchiveMisconfigured`` (:meth:`failure`).
+
+With ``others_after_s`` (``HA_ENABLED``) the recovery finishes only this hostname's uploads
+at once, and other writers' ``others_after_s`` later (the predecessor of a handover
+completes its own objects after it released the lease, within its shutdown timeout; a
+killed one's are left open): :meth:`drop_others` cancels that step at close if it has not
+finished, and the next task to take over finishes them.
 """
 
 from __future__ import annotations
@@ -18,9 +24,15 @@ from collections.abc import Callable
 from typing import Any
 
 from polygon_adapters.s3_objects import ArchiveObject
-from polygon_adapters.s3_recovery import RecoveryReport, highest_seqs, recover_archive
+from polygon_adapters.s3_recovery import (
+    RecoveryReport,
+    highest_seqs,
+    recover_archive,
+    recover_others,
+)
 from polygon_adapters.s3_stats import ArchiveStats
 from polygon_adapters.s3_upload import S3Requests
+from polygon_core.errors import ArchiveError
 from polygon_core.events import Channel
 from polygon_core.ports import Clock
 from polygon_core.rotation import RotationPolicy, SeqCounter, Window
@@ -51,6 +63,7 @@ class StartupRecovery:
         name: Callable[[ArchiveObject, int], None],
         wake: asyncio.Event,
         lookback_hours: int,
+        others_after_s: float | None = None,
     ) -> None:
         self._where = (client, bucket, prefix, hostname)
         self._policy = policy
@@ -64,6 +77,8 @@ class StartupRecovery:
         self._wake = wake
         self._lookback_hours = lookback_hours
         self._task: asyncio.Task[None] | None = None
+        self._others_after_s = others_after_s
+        self._others: asyncio.Task[None] | None = None
         self.done = False
         """Recovery has finished: new objects are named at once and may be uploaded."""
 
@@ -71,6 +86,7 @@ class StartupRecovery:
         """Recover in the foreground (``attempts`` per call; ``None``: without end)."""
         report = await self._recover(attempts)
         self.done = True
+        self._later()
         return report
 
     async def _recover(self, attempts: int | None) -> RecoveryReport:
@@ -86,23 +102,44 @@ class StartupRecovery:
             now_ms=self._clock.time_ms(),
             attempts=attempts,
             lookback_hours=self._lookback_hours,
+            others=self._others_after_s is None,
         )
         for channel, seq in report.seeded.items():
             last = self._last_window.get(channel)
             if report.window and (last is None or last.start_ms < report.window.start_ms):
                 self._last_window[channel] = report.window
             logger.debug("S3 archive: %s continues after seq %d", channel.value, seq)
+        self._count(report, "")
+        return report
+
+    def _count(self, report: RecoveryReport, whose: str) -> None:
         stats = self._stats
         stats.recovered_completed += len(report.completed)
         stats.recovered_aborted += len(report.aborted)
         stats.markers_removed += len(report.markers_removed)
         logger.info(
-            "S3 archive recovery: %d uploads completed, %d aborted, %d stale markers removed",
+            "S3 archive recovery%s: %d uploads completed, %d aborted, %d stale markers removed",
+            whose,
             len(report.completed),
             len(report.aborted),
             len(report.markers_removed),
         )
-        return report
+
+    def _later(self) -> None:
+        """Schedule the other writers' uploads (``others_after_s``), once."""
+        if self._others_after_s is None or self._others is not None:
+            return
+        self._others = asyncio.create_task(self._recover_others(self._others_after_s))
+
+    async def _recover_others(self, after_s: float) -> None:
+        await asyncio.sleep(after_s)
+        client, bucket, prefix, hostname = self._where
+        try:
+            report = await recover_others(client, bucket, prefix, hostname, self._requests)
+        except ArchiveError as exc:  # misconfigured now: the uploads wait for the next task
+            logger.error("S3 archive: other writers' open uploads not recovered: %s", exc)
+            return
+        self._count(report, " (other writers' uploads)")
 
     def start(self) -> None:
         """Recover in a background task (once; nothing to do after :meth:`run`)."""
@@ -118,6 +155,14 @@ class StartupRecovery:
         if task is None or not task.done() or task.cancelled():
             return None
         return task.exception()
+
+    async def drop_others(self) -> None:
+        """At close: cancel the other writers' step if it has not finished."""
+        others = self._others
+        if others is not None and not others.done():
+            others.cancel()
+            await asyncio.wait([others])
+            logger.info("S3 archive: other writers' open uploads are left for the next task")
 
     async def finish(self, timeout_s: float) -> None:
         """At close: give the background recovery until the deadline (S3 may come back)."""
@@ -169,3 +214,4 @@ class StartupRecovery:
         self.done = True
         self._stats.recovering = False
         self._wake.set()
+        self._later()

@@ -64,6 +64,8 @@ async def s3_archive(
             use_marker=settings.s3_use_marker,
             max_buffer_bytes=settings.s3_max_buffer_bytes,
             close_timeout_s=settings.shutdown_timeout_s,
+            # HA: a predecessor may be completing its objects for its shutdown timeout
+            recover_others_after_s=settings.shutdown_timeout_s if settings.ha_enabled else None,
         )
         try:  # recovery runs in the background (archive.run()): S3 never holds the start up
             yield archive

@@ -114,7 +114,7 @@ class Leadership:
                     reason = "the lease renewal was answered after the fencing deadline"
                 else:
                     policy.lost(clock.monotonic_s())
-                    reason = "another task holds the lease"
+                    reason = "the lease is no longer ours: it expired or another task took it"
                 await self._demoted(reason)
 
     async def _ask(self, request: Awaitable[bool], sent: float) -> bool | None:

@@ -79,6 +79,7 @@ class Service:
         self.started_monotonic = time.monotonic()
         self.leadership = leadership
         self._feed_tasks: list[asyncio.Task[None]] = []
+        self._first_term = asyncio.Event()
         if leadership is not None:
             for feed in feeds:
                 feed.gate = leadership.holds
@@ -144,7 +145,7 @@ class Service:
         start("health-log", self._health_log())
         start("gc", self._collect_cycles())
         if self.archive is not None:
-            start("archive", self.archive.run())
+            start("archive", self._archive(self.archive))
         stopper = asyncio.ensure_future(self._stop.wait())
         code = 0
         try:
@@ -189,8 +190,16 @@ class Service:
             with contextlib.suppress(asyncio.CancelledError):
                 await lease
 
+    async def _archive(self, archive: ArchiveRunner) -> None:
+        """The archive; with ``HA_ENABLED`` from the first term on: a standby touches
+        nothing in S3 (its start-up recovery would complete the active task's uploads)."""
+        if self.leadership is not None:
+            await self._first_term.wait()
+        await archive.run()
+
     async def _open_feeds(self) -> None:
         """Active: start both feeds (the store's fence already lets writes through)."""
+        self._first_term.set()
         for feed in self.feeds:
             feed.reopen()
         self._feed_tasks = [

@@ -350,6 +350,27 @@ async def test_auth_failed_waits_a_long_cooldown_and_aclose_is_prompt(
     assert any("auth_failed" in m and "POLYGON_API_KEY" in m for m in errors)
 
 
+async def test_a_cooldown_cut_short_by_a_fence_is_kept_after_reopen() -> None:
+    """HA: the lease lost during a cooldown (``abort``), then taken again (``reopen``, a new
+    ``run``): the feed first waits out what was left of the cooldown instead of dialling
+    at once (found by the soak: an eviction's 60 s cooldown ended after 3 s)."""
+    async with simulator() as sim:
+        reconnect = policy(min_cooldown_s=1.5)
+        feed = feed_for(sim.realtime_url, RT, ("AAPL",), key="not-the-key", reconnect=reconnect)
+        record = Recorder()
+        first = asyncio.create_task(feed.run(record))
+        await eventually(lambda: feed.stats.disconnects["auth_failed"] == 1)
+        failed = time.monotonic()
+        feed.abort()
+        await asyncio.wait_for(first, 1)
+        feed.reopen()
+        async with running(feed, record):
+            await asyncio.sleep(0.8)
+            assert len(sim.truth.events_of("opened")) == 1
+            await eventually(lambda: len(sim.truth.events_of("opened")) == 2, 5)
+            assert time.monotonic() - failed >= 1.4
+
+
 async def test_auth_failed_burst_then_success_after_the_cooldown() -> None:
     async with simulator(events_per_second=2000) as sim:
         sim.faults.reject_auth(2)

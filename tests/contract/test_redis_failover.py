@@ -212,6 +212,26 @@ async def test_a_replaced_node_connection_refused_then_the_name_moves(moving_nam
         assert "connection" in writer.store.stats.resets_by_reason
 
 
+async def test_the_lease_follows_the_name_through_a_failover(moving_name, pair) -> None:
+    """A lease renewal answered READONLY by the demoted node leaves the node, as a write
+    does: the next renewal reaches the promoted one through the name, well within the TTL
+    (before, the pooled connection kept asking the old node and the active task fenced
+    itself at its deadline: found by the soak, with HA_ENABLED)."""
+    moving_name.point(pair.primary.host)
+    store = RedisLatestStore.from_url(f"redis://{moving_name.name}:{pair.port}/0")
+    lease = store.lease()
+    try:
+        assert await lease.acquire("me", 5000)
+        await asyncio.to_thread(pair.wait_in_sync)
+        await asyncio.to_thread(pair.failover, moving_name)
+        with pytest.raises(StoreUnavailable, match="READONLY"):
+            await lease.renew("me", 5000)
+        assert await lease.renew("me", 5000)
+        assert store.stats.resets_by_reason["READONLY"] == 1
+    finally:
+        await store.aclose()
+
+
 async def test_tls_failover_through_the_name(moving_name, tmp_path) -> None:
     """``rediss://`` to the name, a certificate for ``*.polygon-sink.test`` on both nodes."""
     cert, key = self_signed(tmp_path, "pair", "*.polygon-sink.test")

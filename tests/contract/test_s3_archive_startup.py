@@ -9,6 +9,7 @@ what it could not upload.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -162,3 +163,56 @@ async def test_recovery_lists_the_channels_concurrently(
     assert list(report.seeded) == list(Channel)  # the report in channel order
     assert proxy.most_open >= len(Channel)
     await archive.aclose()
+
+
+async def test_with_ha_another_writers_upload_waits_for_the_grace(moto: MotoS3Server) -> None:
+    """``HA_ENABLED`` (``recover_others_after_s``): an archive that never ran (a standby's)
+    touches nothing, not even at close; a task that took over finishes its own hostname's
+    uploads at once, another writer's (a predecessor completing its objects after the
+    handover) only after the grace. Before, a standby's start-up recovery completed the
+    active task's open uploads (found by the soak)."""
+    bucket = unique_bucket("others")
+    session = moto.aio_session()
+    async with open_s3_client(moto.region, moto.endpoint_url, session=session) as s3:
+        await s3.create_bucket(Bucket=bucket)
+        window = window_at(T0_MS)
+        theirs = object_key(PREFIX, Channel.T, window, "host-b", 1)
+        mine = object_key(PREFIX, Channel.Q, window, HOST, 1)
+        for key in (theirs, mine):
+            upload = await s3.create_multipart_upload(Bucket=bucket, Key=key)
+            part = {"Key": key, "UploadId": upload["UploadId"], "PartNumber": 1}
+            await s3.upload_part(Bucket=bucket, Body=b'{"x":1}\n', **part)
+        standby = make_archive(s3, bucket, ManualClock(T0_MS), recover_others_after_s=0.5)
+        await standby.aclose()
+        assert len(await open_uploads(s3, bucket)) == 2
+        archive = make_archive(s3, bucket, ManualClock(T0_MS), recover_others_after_s=1.0)
+        report = await archive.recover()  # its own upload, in the foreground
+        assert report.completed == [mine]
+        assert len(await open_uploads(s3, bucket)) == 1
+        archive.start()
+        await eventually(lambda: archive.stats.recovered_completed == 2, 5)
+        assert await open_uploads(s3, bucket) == []
+        assert (await objects(s3, bucket))[theirs] == b'{"x":1}\n'
+        await archive.aclose()
+
+
+async def test_with_ha_a_close_before_the_grace_leaves_other_writers_uploads(
+    moto: MotoS3Server,
+) -> None:
+    """A task that stops within the grace leaves another writer's upload open (for the next
+    task to take over): the step is cancelled, not left to run after the close."""
+    bucket = unique_bucket("others-left")
+    session = moto.aio_session()
+    async with open_s3_client(moto.region, moto.endpoint_url, session=session) as s3:
+        await s3.create_bucket(Bucket=bucket)
+        theirs = object_key(PREFIX, Channel.T, window_at(T0_MS), "host-b", 1)
+        upload = await s3.create_multipart_upload(Bucket=bucket, Key=theirs)
+        part = {"Key": theirs, "UploadId": upload["UploadId"], "PartNumber": 1}
+        await s3.upload_part(Bucket=bucket, Body=b'{"x":1}\n', **part)
+        archive = make_archive(s3, bucket, ManualClock(T0_MS), recover_others_after_s=0.3)
+        await archive.recover()
+        archive.start()
+        await archive.aclose()
+        await asyncio.sleep(0.6)
+        assert len(await open_uploads(s3, bucket)) == 1
+        assert archive.stats.recovered_completed == 0

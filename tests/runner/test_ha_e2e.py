@@ -1,7 +1,7 @@
 """The leader lease end to end (SPEC §7), with real processes: two services as
 subprocesses against the simulator (authenticated connections counted per host) and a
-real redis-server (one test through the Upstash-shaped server). Figures go to
-docs/reliability.md; the assertions are the issue's bounds."""
+real redis-server (one test through the Upstash-shaped server, one with the S3 archive on
+moto). Figures go to docs/reliability.md; the assertions are the issue's bounds."""
 
 from __future__ import annotations
 
@@ -14,10 +14,12 @@ from collections.abc import AsyncIterator
 
 import pytest
 
+from polygon_adapters.s3_upload import open_s3_client
 from polygon_sim.config import SimulatorConfig
 from polygon_sim.server import PolygonSimulator
 from polygon_testing.upstash_server import UpstashServer
 from tests.helpers import eventually
+from tests.moto_server import MotoS3Server, unique_bucket
 from tests.runner.ha_harness import (
     API_KEY,
     SYMBOLS,
@@ -216,6 +218,53 @@ async def test_rolling_deploy_through_upstash(own_redis_server, tmp_path) -> Non
             assert upstash.stats.commands > 0
         finally:
             await _stop(a, b)
+
+
+async def test_with_s3_a_standby_touches_nothing_and_a_successor_waits_out_the_grace(
+    own_redis_server, s3: MotoS3Server, tmp_path
+) -> None:
+    """With the archive: a standby runs no recovery in S3 (before, its start-up recovery
+    completed the active task's open uploads: found by the soak); the task that takes over
+    finishes another writer's open upload only ``SHUTDOWN_TIMEOUT_SEC`` after its term
+    began (the predecessor may still be completing it), not at once."""
+    bucket, grace_s = unique_bucket("ha"), 4.0
+    theirs = "raw/channel=T/ingest_dt=2025/05/07/hour=10/part=x/c-host-seq=000001.ndjson"
+    archive = {"S3_ENABLED": "true", "S3_BUCKET": bucket, "S3_PREFIX": "raw", **s3.env()}
+    archive["SHUTDOWN_TIMEOUT_SEC"] = str(int(grace_s))
+    async with (
+        open_s3_client(s3.region, s3.endpoint_url, session=s3.aio_session()) as client,
+        bounded(PolygonSimulator(_sim_config())) as sim,
+        watching(own_redis_server.url) as w,
+    ):
+        await client.create_bucket(Bucket=bucket)
+
+        async def still_open() -> bool:
+            found = await client.list_multipart_uploads(Bucket=bucket)
+            return any(u["Key"] == theirs for u in found.get("Uploads", []))
+
+        env = service_env(sim, own_redis_server.url, TTL_MS, **archive)
+        a = await start_task({**env, "S3_HOSTNAME": "a-host"}, tmp_path, "a")
+        b: Task | None = None
+        try:
+            await a.wait_role("active")
+            done = "S3 archive recovery (other writers' uploads)"
+            await eventually(lambda: done in a.log.read_text(), grace_s + 10)
+            upload = await client.create_multipart_upload(Bucket=bucket, Key=theirs)
+            await client.upload_part(
+                Bucket=bucket, Key=theirs, UploadId=upload["UploadId"], PartNumber=1, Body=b"{}\n"
+            )
+            b = await start_task({**env, "S3_HOSTNAME": "b-host"}, tmp_path, "b")
+            await b.wait_role("standby")
+            await asyncio.sleep(grace_s + 1.5)
+            assert await still_open()
+            assert "S3 archive recovery" not in b.log.read_text()
+            await _hand_over(a, b, w, sim, "rolling deploy with S3")
+            assert await still_open()  # 1.5 s into the term: within the grace
+            await eventually(lambda: done in b.log.read_text(), grace_s + 5)
+            assert not await still_open()
+            assert f"{done}: 1 uploads completed" in b.log.read_text()
+        finally:
+            await _stop(a, *([b] if b else []))
 
 
 async def test_an_active_cut_off_from_redis_fences_itself_first(own_redis_server, tmp_path) -> None:
