@@ -141,6 +141,13 @@ class RunContext:
         r.seconds = seconds = b.t - a.t
         r.cpu_s = b.client_cpu - a.client_cpu
         r.redis_commands = sum(b.commands.values()) - sum(a.commands.values()) - (b.sent - a.sent)
+        if r.redis_commands <= 0:
+            # The window opens at the first write the probe sees: on a starved machine a short
+            # run can be over by then, and its figures would be those of an empty window.
+            self.result.fail(
+                f"the measurement window missed the run: no Redis command counted in its "
+                f"{seconds * 1000:.1f} ms (the first write was seen after the work was done)"
+            )
         others = {n: b.others_cpu[n] - a.others_cpu[n] for n in a.others_cpu}
         driver = b.driver_cpu - a.driver_cpu
         machine = b.busy - a.busy

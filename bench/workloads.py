@@ -108,10 +108,10 @@ FULL = Sizes(
     day_rate=10_000.0,
 )
 QUICK = Sizes(
-    events=20_000,
+    events=200_000,  # a few tenths of a second: the window from the first write must hold work
     symbols=50,
     wide_symbols=1_000,
-    comparator_events=5_000,
+    comparator_events=20_000,
     latency_s=2.0,
     repeat=1,
     day_s=5.0,
