@@ -57,6 +57,14 @@ def _parser() -> argparse.ArgumentParser:
         "--s3-down-at-start", type=float, default=d.s3_down_at_start_s,
         help="S3 unreachable for the service's first seconds (5; 0: off)",
     )  # fmt: skip
+    p.add_argument(
+        "--no-ha", action="store_true",
+        help="HA_ENABLED=false (the service's own default): no handover, no SIGKILL failover",
+    )  # fmt: skip
+    p.add_argument(
+        "--shutdown-timeout", type=float, default=d.shutdown_timeout_s,
+        help="SHUTDOWN_TIMEOUT_SEC (90; with HA also the wait before other writers' uploads)",
+    )  # fmt: skip
     p.add_argument("--workdir", type=Path, default=None, help="keep the logs here")
     p.add_argument("--json", type=Path, default=None, help="also write the results here")
     p.add_argument("--plan", action="store_true", help="print the schedule and exit")
@@ -70,7 +78,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         session_speed=a.speed,
         outage_s=a.outage, warmup_s=a.warmup, settle_s=a.settle, drops=a.drops,
         part_size_bytes=a.part_size, s3_down_at_start_s=a.s3_down_at_start,
-        redis_failover=hosts_file_writable(),
+        redis_failover=hosts_file_writable(), ha=not a.no_ha,
+        shutdown_timeout_s=a.shutdown_timeout,
         workdir=str(a.workdir) if a.workdir else None,
     )  # fmt: skip
     if not cfg.redis_failover:

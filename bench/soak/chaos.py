@@ -4,6 +4,7 @@ ended. An outage of the feed ends when the simulator sees that host authenticate
 from __future__ import annotations
 
 import asyncio
+import signal
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -26,6 +27,8 @@ class Outage:
     ended: float | None = None
     hits: int = 0
     """Connections the switch closed (feed faults)."""
+    task: str | None = None
+    """Handover and SIGKILL: the task stopped (its successor is the next one)."""
 
     @property
     def seconds(self) -> float | None:
@@ -41,15 +44,29 @@ class Chaos:
     """Connections closed by the simulator, per host (each must be one reconnect)."""
     auth_rejects: int = 0
     errors: list[str] = field(default_factory=list)
+    late: int = 0
+    """Outages started late because the one before had not ended."""
 
     async def run(self, schedule: list[Fault], started: float) -> None:
-        """Start each fault at ``started + fault.at_s``; return once every one is over."""
+        """Start each fault at ``started + fault.at_s``; return once every one is over. An
+        outage never starts before the previous one is over (a takeover on a loaded
+        machine can outlast its reserve): it starts late rather than overlap. Outages planned
+        for the same moment (the finale) start together."""
         tasks = []
+        previous: asyncio.Task[None] | None = None
+        previous_at = 0.0
         for fault in schedule:
             delay = started + fault.at_s - time.monotonic()
             if delay > 0:
                 await asyncio.sleep(delay)
-            tasks.append(asyncio.create_task(self._one(fault)))
+            waiting = previous is not None and not previous.done() and previous_at < fault.at_s
+            if fault.outage and previous is not None and waiting:
+                await asyncio.wait([previous])
+                self.late += 1
+            task = asyncio.create_task(self._one(fault))
+            tasks.append(task)
+            if fault.outage:
+                previous, previous_at = task, fault.at_s
         await asyncio.gather(*tasks)
 
     async def _one(self, fault: Fault) -> None:
@@ -90,6 +107,9 @@ class Chaos:
             await asyncio.to_thread(world.pair.failover, world.name)
             outage.ended = time.time()
             return
+        if fault.kind in ("handover", "sigkill"):
+            await self._take_over(fault, outage)
+            return
         if fault.kind == "s3_down":
             assert world.proxy is not None
             await world.proxy.down()
@@ -117,6 +137,25 @@ class Chaos:
         if outage.hits == 0:
             raise RuntimeError(f"no open connection on {fault.host} to act on")
         outage.ended = await self._reauthenticated(fault.host, outage.began, fault.reserve_s + 30)
+
+    async def _take_over(self, fault: Fault, outage: Outage) -> None:
+        """Start a standby; once it says so, SIGTERM (handover) or SIGKILL the active. The
+        outage runs from the signal to the standby answering as the active."""
+        world = self.world
+        old = world.active
+        assert old is not None
+        new = await world.start_service()
+        await new.wait_role("standby", within_s=60.0)
+        world.stopping.add(old.name)
+        outage.task = old.name
+        outage.began = time.time()
+        old.proc.send_signal(signal.SIGTERM if fault.kind == "handover" else signal.SIGKILL)
+        await new.wait_role("active", within_s=world.cfg.lease_ttl_ms / 1000 + 30.0)
+        outage.ended = time.time()
+        world.active = new
+        code = await old.proc.wait()
+        if fault.kind == "handover" and code != 0:
+            raise RuntimeError(f"task {old.name} exited with {code} on SIGTERM")
 
     async def _reauthenticated(self, host: str, after: float, timeout_s: float) -> float:
         log = self.world.sim.truth.log

@@ -17,6 +17,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from bench.expected import KEY_PREFIX
+from bench.service_task import ServiceTask
 from bench.soak.world import World
 
 __all__ = ["MetricsPoller", "RollbackWatcher", "RssSampler", "Sample", "parse_metrics"]
@@ -49,25 +50,61 @@ class Sample:
         return self.get(f'polygon_lag_seconds{{channel="{channel}"}}', float("inf"))
 
 
+CUMULATIVE = (
+    "polygon_archive_lines_appended",
+    "polygon_archive_parts_uploaded",
+    "polygon_archive_dropped_lines",
+    "polygon_archive_lost_lines",
+)
+"""Archive figures that only grow (gauges on the page; counters end in ``_total``)."""
+
+
+def cumulative(name: str) -> bool:
+    base = name.split("{", 1)[0]
+    return base.endswith("_total") or base in CUMULATIVE
+
+
 class MetricsPoller:
+    """Scrapes every live task. A sample's counters are the sums over all tasks (each
+    task's last page; a stopped task's stay as it last answered), its gauges (lag, keys
+    pending, buffers) the active task's: one service, whichever task holds the lease."""
+
     def __init__(self, world: World, interval_s: float = 0.1) -> None:
         self.world = world
         self.interval_s = interval_s
         self.samples: list[Sample] = []
         self.failures = 0
+        self.per_task: dict[str, dict[str, float]] = {}
+        """Each task's last page."""
 
     async def run(self) -> None:
-        url = f"http://127.0.0.1:{self.world.health_port}/metrics"
         timeout = aiohttp.ClientTimeout(total=2.0)
         async with aiohttp.ClientSession(timeout=timeout) as session:
             while True:
-                try:
-                    async with session.get(url) as response:
-                        text = await response.text()
-                    self.samples.append(Sample(time.time(), parse_metrics(text)))
-                except (aiohttp.ClientError, OSError, TimeoutError):
-                    self.failures += 1
+                live = [t for t in self.world.tasks if t.proc.returncode is None]
+                await asyncio.gather(*(self._scrape(session, t) for t in live))
+                active = self.world.active
+                if active is not None and active in live and active.name in self.per_task:
+                    self.samples.append(Sample(time.time(), self._combined(active.name)))
                 await asyncio.sleep(self.interval_s)
+
+    async def _scrape(self, session: aiohttp.ClientSession, task: ServiceTask) -> None:
+        url = f"http://127.0.0.1:{task.health_port}/metrics"
+        try:
+            async with session.get(url) as response:
+                text = await response.text()
+            self.per_task[task.name] = parse_metrics(text)
+        except (aiohttp.ClientError, OSError, TimeoutError):
+            if task is self.world.active:
+                self.failures += 1
+
+    def _combined(self, active: str) -> dict[str, float]:
+        out = {k: v for k, v in self.per_task[active].items() if not cumulative(k)}
+        for page in self.per_task.values():
+            for k, v in page.items():
+                if cumulative(k):
+                    out[k] = out.get(k, 0.0) + v
+        return out
 
     def latest(self) -> Sample:
         return self.samples[-1]
@@ -133,10 +170,13 @@ class RollbackWatcher:
 
 @dataclass
 class RssSampler:
-    pid: int
+    """The memory of the active task (whichever it is at each sample)."""
+
+    world: World
     interval_s: float = 1.0
     samples: list[tuple[float, int]] = field(default_factory=list)
     peak: int = 0
+    """The highest ``VmHWM`` of any task sampled."""
 
     async def run(self) -> None:
         while True:
@@ -145,8 +185,10 @@ class RssSampler:
 
     def sample(self) -> None:
         """Read ``VmRSS`` and ``VmHWM`` of the process (a /proc read: no real I/O)."""
-        with contextlib.suppress(OSError):
-            text = Path(f"/proc/{self.pid}/status").read_text()
+        if self.world.active is None:
+            return
+        with contextlib.suppress(OSError, KeyError):  # KeyError: a zombie has no VmRSS
+            text = Path(f"/proc/{self.world.active.pid}/status").read_text()
             fields = dict(line.split(":", 1) for line in text.splitlines() if ":" in line)
-            self.peak = int(fields["VmHWM"].split()[0]) * 1024
+            self.peak = max(self.peak, int(fields["VmHWM"].split()[0]) * 1024)
             self.samples.append((time.time(), int(fields["VmRSS"].split()[0]) * 1024))

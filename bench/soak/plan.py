@@ -1,7 +1,8 @@
 """The soak's settings and its chaos schedule: seeded, pure, decided before the run starts.
 
 Faults come in two kinds. *Outages* (Redis down, a Redis failover, S3 down, a WebSocket
-drop, an eviction, an ``auth_failed`` burst) take something away for a while; they never
+drop, a silent feed, a handover, a SIGKILL failover, an eviction, an ``auth_failed``
+burst) take something away for a while; they never
 overlap, so each one's recovery is measured on its own. *Bad frames* (garbage, oversize,
 out-of-order) are armed at random times over the whole window, outages or not.
 
@@ -22,10 +23,13 @@ __all__ = ["COOLDOWN_S", "Fault", "SoakConfig", "schedule"]
 COOLDOWN_S = 60.0
 """The service's cooldown after ``max_connections`` and ``auth_failed`` (SPEC §4)."""
 RECONNECT_RESERVE_S = 6.0
+"""Time kept free after a drop: the reconnect backoff (≤ 1 s) and the 2 s recovery check."""
 SILENT_RESERVE_S = 10.0 + RECONNECT_RESERVE_S
 """A silent connection: found within the service's ``WS_IDLE_TIMEOUT_SEC`` (10 s), then the
 reconnect and the recovery check."""
-"""Time kept free after a drop: the reconnect backoff (≤ 1 s) and the 2 s recovery check."""
+STANDBY_START_S = 15.0
+"""A handover or a SIGKILL failover first starts the standby (a Python process importing
+the service, on a loaded machine: seconds), then stops the active."""
 LONG_FAULTS_MIN_S = 300.0
 HOSTS = ("realtime", "delayed")
 
@@ -74,6 +78,16 @@ class SoakConfig:
     catch up; it ends before the warm-up's RSS baseline window."""
     redis_failover: bool = True
     """Include managed-Redis failovers (needs a writable /etc/hosts: the name moves)."""
+    ha: bool = True
+    """Run the service with ``HA_ENABLED=true`` and include a handover (a standby started,
+    the active SIGTERMed) and a SIGKILL failover (a standby started, the active SIGKILLed).
+    ``False``: the default single-task mode, without those two faults."""
+    lease_ttl_ms: int = 5000
+    """``HA_LEASE_TTL_MS`` (the service's default)."""
+    shutdown_timeout_s: float = 90.0
+    """``SHUTDOWN_TIMEOUT_SEC``. With HA it is also how long a task that took over waits
+    before it finishes other writers' open uploads (a killed task's are finished only by
+    a task active that long)."""
     drops: int = 0
     """WebSocket drops (half clean, half abrupt); 0: one per 75 s of window, at least 2."""
     workdir: str | None = None
@@ -96,7 +110,8 @@ class Fault:
     """Offset from the start of the chaos window."""
     kind: str
     """``redis_down``, ``redis_failover``, ``s3_down``, ``drop``, ``drop_abrupt``,
-    ``feed_silent``, ``evict``, ``auth_burst``, ``garbage``, ``oversize`` or ``out_of_order``
+    ``feed_silent``, ``handover``, ``sigkill``, ``evict``, ``auth_burst``, ``garbage``,
+    ``oversize`` or ``out_of_order``
     (and ``s3_down_at_start``, not scheduled: see ``SoakConfig.s3_down_at_start_s``)."""
     host: str | None = None
     params: dict[str, object] = field(default_factory=dict)
@@ -118,6 +133,12 @@ def _outages(cfg: SoakConfig, rng: random.Random) -> tuple[list[Fault], list[Fau
     ]
     if cfg.redis_failover:
         faults.append(Fault(0, "redis_failover", reserve_s=RECONNECT_RESERVE_S))
+    if cfg.ha:
+        ttl_s = cfg.lease_ttl_ms / 1000
+        faults += [
+            Fault(0, "handover", reserve_s=STANDBY_START_S + RECONNECT_RESERVE_S),
+            Fault(0, "sigkill", reserve_s=STANDBY_START_S + ttl_s + RECONNECT_RESERVE_S),
+        ]
     for i in range(cfg.drop_count()):
         kind = "drop" if i % 2 == 0 else "drop_abrupt"
         faults.append(Fault(0, kind, rng.choice(HOSTS), reserve_s=RECONNECT_RESERVE_S))

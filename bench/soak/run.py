@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import bisect
+import calendar
 import contextlib
 import json
 import shutil
@@ -20,10 +21,11 @@ from typing import Any
 import redis.asyncio as aioredis
 
 from bench.expected import KEY_PREFIX, wire_record_values
+from bench.service_task import WriteWatcher
 from bench.soak.chaos import Chaos, Outage
 from bench.soak.observe import MetricsPoller, RollbackWatcher, RssSampler, Sample
 from bench.soak.plan import COOLDOWN_S, Fault, SoakConfig, schedule
-from bench.soak.world import BUCKET, PREFIX, SHUTDOWN_TIMEOUT_S, TTL_S, World
+from bench.soak.world import BUCKET, PREFIX, TTL_S, World
 
 __all__ = ["Collected", "run_soak"]
 
@@ -45,6 +47,8 @@ class Collected:
     poller: MetricsPoller | None = None
     watcher: RollbackWatcher | None = None
     rss: RssSampler | None = None
+    writes: WriteWatcher | None = None
+    """A few hundred keys polled every 10 ms: write gaps and expiries at a handover."""
     window: tuple[float, float] = (0.0, 0.0)
     """``time.time()`` at the start and end of the chaos window."""
     rss_start: int = 0
@@ -67,7 +71,25 @@ class Collected:
     exit_code: int | None = None
     stop_seconds: float | None = None
     archive_lines: dict[str, int] = field(default_factory=dict)
+    archive_by_task: dict[str, dict[str, int]] = field(default_factory=dict)
+    """Lines in S3 per task (its hostname ``soak-<task>``) and channel."""
+    appended_by_task: dict[str, dict[str, int]] = field(default_factory=dict)
+    """``polygon_archive_lines_appended`` per task and channel, as each last answered."""
+    killed: list[str] = field(default_factory=list)
+    """Tasks SIGKILLed by the schedule (their unuploaded tail is lost, as in a crash)."""
+    terms: int = 0
+    """Times a task took the leader lease (each opens both feeds once); 1 without HA."""
+    fences: int = 0
+    """Times a task lost the lease or could not renew it (it dropped both feeds)."""
+    others_recovered: list[float] = field(default_factory=list)
+    """``time.time()`` of each "S3 archive recovery (other writers' uploads)" line."""
+    release_s: dict[str, float] = field(default_factory=dict)
+    """Per task that released the lease: seconds from its "stopping" line to "leader lease
+    released" (stop reading, write what is pending: the predecessor's part of a handover)."""
     open_uploads: int = 0
+    open_uploads_by_task: dict[str, int] = field(default_factory=dict)
+    stopped_at: float = 0.0
+    """``time.time()`` of the final SIGTERM."""
     markers: int = 0
     leaked: list[str] = field(default_factory=list)
     log_lines: int = 0
@@ -88,8 +110,10 @@ async def run_soak(cfg: SoakConfig, progress: Any = print) -> Collected:
         assert world.service is not None
         out.poller = MetricsPoller(world)
         out.watcher = RollbackWatcher(world, world.symbols)
-        out.rss = RssSampler(world.service.pid)
-        tasks = [asyncio.create_task(o.run()) for o in (out.poller, out.watcher, out.rss)]
+        out.rss = RssSampler(world)
+        out.writes = WriteWatcher(world.redis_url, _watched_keys(world), 0.01, time.time)
+        observers = (out.poller, out.watcher, out.rss, out.writes)
+        tasks = [asyncio.create_task(o.run()) for o in observers]
         progress(f"soak: warming up {cfg.warmup_s:.0f} s")
         await asyncio.sleep(cfg.warmup_s)
         await _while_alive(world, starting)
@@ -155,15 +179,21 @@ def _workdir(cfg: SoakConfig) -> Path:
     return workdir
 
 
+def _watched_keys(world: World) -> list[str]:
+    """Trade, quote and FMV keys of the first 20 symbols (each changing several times a
+    second; few enough that polling them costs the soak's process little)."""
+    return [KEY_PREFIX[c] + s for s in world.symbols[:20] for c in ("T", "Q", "FMV")]
+
+
 async def _while_alive(world: World, task: asyncio.Task[Any]) -> None:
-    """Wait for ``task``; fail at once if the service dies meanwhile."""
-    assert world.service is not None
-    died = asyncio.create_task(world.service.wait())
-    done, _ = await asyncio.wait({task, died}, return_when=asyncio.FIRST_COMPLETED)
-    if died in done:
-        task.cancel()
-        raise RuntimeError(f"the service died (exit code {world.service.returncode})")
-    died.cancel()
+    """Wait for ``task``; fail at once if a task the schedule did not stop dies meanwhile."""
+    while not task.done():
+        for t in world.tasks:
+            code = t.proc.returncode
+            if code is not None and t.name not in world.stopping:
+                task.cancel()
+                raise RuntimeError(f"the service (task {t.name}) died (exit code {code})")
+        await asyncio.wait({task}, timeout=0.2)
     task.result()
 
 
@@ -188,6 +218,15 @@ async def _quiesce(world: World, poller: MetricsPoller) -> None:
 
 
 def _take_truth(world: World, out: Collected) -> None:
+    assert out.poller is not None
+    for name, page in out.poller.per_task.items():
+        out.appended_by_task[name] = {
+            c: int(page.get(f'polygon_archive_lines_appended{{channel="{c}"}}', 0))
+            for c in KEY_PREFIX
+        }
+    out.killed = (
+        [o.task for o in out.chaos.outages if o.kind == "sigkill" and o.task] if out.chaos else []
+    )
     for role, host in world.sim.truth.hosts.items():
         conns = list(host.connections.values())
         out.delivered |= dict(host.counts)
@@ -251,9 +290,13 @@ async def _check_redis(world: World, out: Collected) -> None:
 async def _stop_service(world: World, out: Collected) -> None:
     assert world.service is not None
     began = time.monotonic()
-    world.service.send_signal(signal.SIGTERM)
+    out.stopped_at = time.time()
+    for task in world.tasks:  # the active one (a standby too, had the schedule left one)
+        if task.proc.returncode is None:
+            task.proc.send_signal(signal.SIGTERM)
     try:
-        out.exit_code = await asyncio.wait_for(world.service.wait(), SHUTDOWN_TIMEOUT_S + 10)
+        limit_s = world.cfg.shutdown_timeout_s + 10
+        out.exit_code = await asyncio.wait_for(world.service.wait(), limit_s)
     except TimeoutError:
         out.exit_code = None
     out.stop_seconds = time.monotonic() - began
@@ -271,21 +314,59 @@ async def _read_archive(world: World, out: Collected) -> None:
                     out.markers += 1
                     continue
                 channel = key.split("channel=", 1)[1].split("/", 1)[0]
+                task = key.rpartition("/")[2].rpartition("-seq=")[0].removeprefix("soak-")
                 body = s3.get_object(Bucket=BUCKET, Key=key)["Body"]
                 lines = sum(chunk.count(b"\n") for chunk in body.iter_chunks(1 << 20))
                 out.archive_lines[channel] = out.archive_lines.get(channel, 0) + lines
-        out.open_uploads = len(s3.list_multipart_uploads(Bucket=BUCKET).get("Uploads", []))
+                mine = out.archive_by_task.setdefault(task, {})
+                mine[channel] = mine.get(channel, 0) + lines
+        uploads = s3.list_multipart_uploads(Bucket=BUCKET).get("Uploads", [])
+        out.open_uploads = len(uploads)
+        for upload in uploads:
+            task = upload["Key"].rpartition("/")[2].rpartition("-seq=")[0].removeprefix("soak-")
+            out.open_uploads_by_task[task] = out.open_uploads_by_task.get(task, 0) + 1
 
     await asyncio.to_thread(read)
 
 
 def _scan_logs(world: World, out: Collected) -> None:
-    try:
-        text = world.service_log.read_text(errors="replace")
-    except OSError:
-        return
+    texts = []
+    for task in world.tasks:
+        with contextlib.suppress(OSError):
+            texts.append(task.log.read_text(errors="replace"))
+            if (took := _release_s(texts[-1])) is not None:
+                out.release_s[task.name] = took
+            out.others_recovered += [
+                _log_time(line)
+                for line in texts[-1].splitlines()
+                if "recovery (other writers' uploads)" in line
+            ]
+    text = "\n".join(texts)
     out.log_lines = text.count("\n")
     out.leaked = [name for name, secret in world.secrets.items() if secret in text]
+    out.terms = text.count('"event":"lease_acquired"') if world.cfg.ha else 1
+    out.fences = text.count('"event":"lease_lost"')
+
+
+def _log_time(line: str) -> float:
+    """``time.time()`` of a JSON log line (its ``ts``, UTC)."""
+    ts = json.loads(line)["ts"]
+    return calendar.timegm(time.strptime(ts[:19], "%Y-%m-%dT%H:%M:%S")) + float(ts[19:-1])
+
+
+def _release_s(log: str) -> float | None:
+    stopping = released = None
+    for line in log.splitlines():
+        if '"msg":"stopping:' in line or '"event":"lease_released"' in line:
+            with contextlib.suppress(ValueError, KeyError):
+                at = _log_time(line)
+                if "lease_released" in line:
+                    released = at
+                elif stopping is None:  # the first (later ones say what went wrong)
+                    stopping = at
+    if stopping is None or released is None:
+        return None
+    return round(released - stopping, 2)
 
 
 def remove_workdir(out: Collected) -> None:
@@ -317,7 +398,8 @@ def _rss_level(out: Collected) -> tuple[int, int]:
 
 def _write_timeline(out: Collected) -> None:
     """``timeline.jsonl`` in the work directory: lag, writes, archive buffer and parts, RSS
-    per scrape, then one line per outage (kind, host, began, ended)."""
+    per scrape, then one line per outage (kind, host, the task a takeover stopped, began,
+    ended)."""
     if out.poller is None:
         return
     samples = out.rss.samples if out.rss else []  # (time, rss), in time order
@@ -335,5 +417,5 @@ def _write_timeline(out: Collected) -> None:
             }
             f.write(json.dumps(item) + "\n")
         for o in out.chaos.outages if out.chaos else []:
-            f.write(json.dumps({"outage": o.kind, "host": o.host, "began": o.began,
-                                "ended": o.ended}) + "\n")  # fmt: skip
+            f.write(json.dumps({"outage": o.kind, "host": o.host, "task": o.task,
+                                "began": o.began, "ended": o.ended}) + "\n")  # fmt: skip

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import secrets
 import sys
 import time
@@ -22,6 +21,7 @@ import boto3
 from bench.expected import bench_symbols
 from bench.procs import Child, start_child, wait_port
 from bench.redis_failover import MovingName, RedisFailoverPair
+from bench.service_task import ServiceTask, spawn_service
 from bench.soak.plan import SoakConfig
 from bench.soak.proxy import ProxyProcess
 from polygon_sim.server import PolygonSimulator, SimulatorConfig
@@ -34,7 +34,6 @@ PREFIX = "raw"
 REGION = "us-east-1"
 TTL_S = {"AM": 120, "FMV": 60, "T": 60, "Q": 60}
 """The service's default TTLs (SPEC §2), which the soak leaves as they are."""
-SHUTDOWN_TIMEOUT_S = 90.0
 S3_NICE = 10
 """moto and its proxy run at this niceness. In production S3 is not on the task's CPU; on
 two cores, moto taking in a 10 s outage's backlog (130 MB at 50,000 events/s) at full
@@ -77,11 +76,23 @@ class World:
                 auth_timeout_s=None,
             )
         )
-        self.service: asyncio.subprocess.Process | None = None
+        self.tasks: list[ServiceTask] = []
+        """Every service task started, in order (more than one with the HA faults)."""
+        self.active: ServiceTask | None = None
+        """The task the soak measures: the first, then each that took over the lease."""
+        self.stopping: set[str] = set()
+        """Tasks the chaos schedule stopped on purpose (their exit is no failure)."""
         self.service_started = 0.0
         """``time.time()`` when the service was first spawned."""
-        self.health_port = free_port()
-        self.service_log = workdir / "service.log"
+
+    @property
+    def service(self) -> asyncio.subprocess.Process | None:
+        return self.active.proc if self.active is not None else None
+
+    @property
+    def health_port(self) -> int:
+        assert self.active is not None
+        return self.active.health_port
 
     @property
     def redis(self) -> RedisServerProcess:
@@ -136,8 +147,11 @@ class World:
             aws_secret_access_key=self.aws_secret,
         )
 
-    def service_env(self) -> dict[str, str]:
+    def service_env(self, name: str) -> dict[str, str]:
+        """The service's settings; each task archives under its own hostname, as each ECS
+        task has its own (objects never collide, the archive check counts them per task)."""
         assert self.proxy is not None and self.feed_proxy is not None
+        ha = {"HA_ENABLED": "true", "HA_LEASE_TTL_MS": str(self.cfg.lease_ttl_ms)}
         return {
             "POLYGON_API_KEY": self.api_key,
             "POLYGON_WS_SYMBOLS": ",".join(self.symbols),
@@ -145,39 +159,33 @@ class World:
             "POLYGON_WS_HOST_REALTIME": self.sim.realtime_url,
             "POLYGON_WS_HOST_DELAYED": f"ws://127.0.0.1:{self.feed_proxy.port}",
             "REDIS_URL": self.redis_url,
-            "HEALTH_PORT": str(self.health_port),
+            **(ha if self.cfg.ha else {}),
             "LOG_FORMAT": "json",
             "LOG_LEVEL": "INFO",
             "MALLOC_MMAP_THRESHOLD_": "131072",
-            "SHUTDOWN_TIMEOUT_SEC": str(SHUTDOWN_TIMEOUT_S),
+            "SHUTDOWN_TIMEOUT_SEC": str(self.cfg.shutdown_timeout_s),
             "S3_ENABLED": "true",
             "S3_BUCKET": BUCKET,
             "S3_PREFIX": PREFIX,
-            "S3_HOSTNAME": "soak",
+            "S3_HOSTNAME": f"soak-{name}",
             "S3_ENDPOINT_URL": f"http://127.0.0.1:{self.proxy.port}",
             "AWS_REGION": REGION,
             "AWS_ACCESS_KEY_ID": "soak",
             "AWS_SECRET_ACCESS_KEY": self.aws_secret,
         }
 
-    async def start_service(self) -> None:
-        base = {
-            k: v
-            for k, v in os.environ.items()
-            if not k.startswith(("POLYGON_", "REDIS_", "S3_", "AWS_", "SIMULATOR_"))
-        }
-        with self.service_log.open("ab") as log:
-            self.service = await asyncio.create_subprocess_exec(
-                sys.executable,
-                "-m",
-                "polygon_runner",
-                "run",
-                env={**base, **self.service_env()},
-                cwd=self.workdir,
-                stdin=asyncio.subprocess.DEVNULL,
-                stdout=log,
-                stderr=log,
-            )
+    async def start_service(self) -> ServiceTask:
+        """One more task (``a``, ``b``, ...); the first is the active one."""
+        name = "abcdefghijklmnopqrstuvwxyz"[len(self.tasks)]
+        env = self.service_env(name)
+        task = await spawn_service(
+            env, self.workdir, f"service-{name}", free_port(), both_to_log=True
+        )
+        task.name = name
+        self.tasks.append(task)
+        if self.active is None:
+            self.active = task
+        return task
 
     async def get(self, path: str, timeout_s: float = 2.0) -> tuple[int, str]:
         url = f"http://127.0.0.1:{self.health_port}{path}"
@@ -200,9 +208,10 @@ class World:
             await asyncio.sleep(0.1)
 
     async def close(self) -> None:
-        if self.service is not None and self.service.returncode is None:
-            self.service.kill()
-            await self.service.wait()
+        for task in self.tasks:
+            if task.proc.returncode is None:
+                task.proc.kill()
+                await task.proc.wait()
         await self.sim.stop()
         for proxy in (self.proxy, self.feed_proxy):
             if proxy is not None:

@@ -4,18 +4,12 @@ for write gaps, expiries and rollbacks, and a MONITOR that tells which task sent
 
 from __future__ import annotations
 
-import asyncio
-import json
-import os
-import sys
 import threading
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 
-import aiohttp
 import redis
-import redis.asyncio as aredis
+from bench.service_task import ServiceTask, WriteWatcher, spawn_service
 
 from tests.redis_servers import free_port
 
@@ -26,60 +20,11 @@ KEYS = [f"stock:{f}:{s}" for f in FAMILIES for s in SYMBOLS]
 FENCED_MARK = "local written"  # a phrase of the fenced batch script (lease_scripts.py)
 
 
-@dataclass
-class Task:
-    proc: asyncio.subprocess.Process
-    health_port: int
-    log: Path
-
-    @property
-    def pid(self) -> int:
-        return self.proc.pid
-
-    async def health(self) -> tuple[int, dict]:
-        url = f"http://127.0.0.1:{self.health_port}/healthz"
-        try:
-            timeout = aiohttp.ClientTimeout(total=2)
-            async with aiohttp.ClientSession(timeout=timeout) as s, s.get(url) as r:
-                return r.status, await r.json()
-        except (aiohttp.ClientError, OSError, TimeoutError):
-            return 0, {}
-
-    async def metrics(self) -> str:
-        url = f"http://127.0.0.1:{self.health_port}/metrics"
-        timeout = aiohttp.ClientTimeout(total=5)
-        async with aiohttp.ClientSession(timeout=timeout) as s, s.get(url) as r:
-            return await r.text()
-
-    async def wait_role(self, role: str, within_s: float = 15.0) -> None:
-        async with asyncio.timeout(within_s):
-            while True:
-                status, body = await self.health()
-                if status == 200 and body.get("role") == role:
-                    return
-                await asyncio.sleep(0.05)
+Task = ServiceTask
 
 
 async def start_task(env: dict[str, str], directory: Path, name: str) -> Task:
-    base = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith(("POLYGON_", "REDIS_", "S3_", "AWS_", "HA_"))
-    }
-    port = free_port()
-    log = directory / f"{name}.log"
-    with log.open("wb") as stderr:
-        proc = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "polygon_runner",
-            "run",
-            env={**base, **env, "HEALTH_PORT": str(port)},
-            cwd=directory,
-            stdout=asyncio.subprocess.DEVNULL,
-            stderr=stderr,
-        )
-    return Task(proc, port, log)
+    return await spawn_service(env, directory, name, free_port())
 
 
 def service_env(sim: object, redis_url: str, ttl_ms: int, **extra: str) -> dict[str, str]:
@@ -100,58 +45,11 @@ def service_env(sim: object, redis_url: str, ttl_ms: int, **extra: str) -> dict[
     }
 
 
-def event_time(raw: bytes) -> float:
-    record = json.loads(raw)
-    return float(record["start"] if "start" in record else record["ts"])
+class Watcher(WriteWatcher):
+    """Every key of the test's symbols, polled every 5 ms."""
 
-
-@dataclass
-class Watcher:
-    """Polls every key every few ms: the longest time no key changed, keys that vanished
-    (expired), and keys whose event time went backwards."""
-
-    url: str
-    gaps: list[tuple[float, float]] = field(default_factory=list)
-    expired: list[str] = field(default_factory=list)
-    rolled_back: list[tuple[str, float, float]] = field(default_factory=list)
-    last_change: float | None = None
-    changes: int = 0
-    _seen: dict[str, bytes] = field(default_factory=dict)
-
-    async def run(self) -> None:
-        client = aredis.Redis.from_url(self.url)
-        try:
-            while True:
-                values = await client.mget(KEYS)
-                now = time.monotonic()
-                changed = False
-                for key, raw in zip(KEYS, values, strict=True):
-                    old = self._seen.get(key)
-                    if raw is None:
-                        if old is not None:
-                            self.expired.append(key)
-                        continue
-                    if raw != old:
-                        changed = True
-                        if old is not None and event_time(raw) < event_time(old):
-                            self.rolled_back.append((key, event_time(old), event_time(raw)))
-                        self._seen[key] = raw
-                if changed:
-                    self.changes += 1
-                    if self.last_change is not None:
-                        self.gaps.append((self.last_change, now - self.last_change))
-                    self.last_change = now
-                await asyncio.sleep(0.005)
-        finally:
-            await client.aclose()
-
-    def max_gap_after(self, t: float) -> float:
-        """The longest stretch without a change that ended after ``t`` (the one still open
-        now included)."""
-        gaps = [g for start, g in self.gaps if start + g >= t]
-        if self.last_change is not None:
-            gaps.append(time.monotonic() - self.last_change)
-        return max(gaps, default=0.0)
+    def __init__(self, url: str) -> None:
+        super().__init__(url, KEYS)
 
 
 class Monitor:

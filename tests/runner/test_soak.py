@@ -26,10 +26,11 @@ pytestmark = pytest.mark.integration
 
 CI_SOAK = SoakConfig(
     duration_s=120.0, outage_s=10.0, warmup_s=20.0, settle_s=20.0, seed=1,
-    part_size_bytes=5 * 1024 * 1024, market="flat",
+    part_size_bytes=5 * 1024 * 1024, market="flat", ha=False,
 )  # fmt: skip
 """Two minutes at a steady 50,000 events/s: the full-throttle stress (the default soak runs
-the realistic market's compressed day; docs/reliability.md)."""
+the realistic market's compressed day; docs/reliability.md). Without HA: the handover and
+the SIGKILL failover are tested in tests/runner/test_ha_e2e.py."""
 
 
 def test_the_ci_schedule_holds_every_kind_of_fault() -> None:

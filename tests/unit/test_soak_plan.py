@@ -1,11 +1,14 @@
 """The soak's market: the realistic compressed day by default, the flat full-throttle rate
-for the CI window; the simulator it builds gets that market."""
+for the CI window; the simulator it builds gets that market. HA on by default: the
+schedule holds a handover and a SIGKILL failover, ``--no-ha`` neither."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from bench.soak.plan import SoakConfig
+import pytest
+from bench.soak.__main__ import main
+from bench.soak.plan import SoakConfig, schedule
 from bench.soak.world import World
 
 
@@ -22,3 +25,22 @@ def test_the_world_gives_the_simulator_the_soaks_market(tmp_path: Path) -> None:
     assert (sim.session, sim.session_speed) == ("open", 60)
     flat = World(SoakConfig(market="flat"), tmp_path).sim.config
     assert (flat.market, flat.events_per_second) == ("flat", 25_000)  # per host
+
+
+TAKEOVERS = {"handover", "sigkill"}
+
+
+def test_the_default_soak_hands_over_and_fails_over() -> None:
+    kinds = [f.kind for f in schedule(SoakConfig())]
+    assert SoakConfig().ha
+    assert (kinds.count("handover"), kinds.count("sigkill")) == (1, 1)
+    assert not TAKEOVERS & {f.kind for f in schedule(SoakConfig(ha=False))}
+
+
+def test_no_ha_on_the_command_line_drops_the_takeovers(capsys: pytest.CaptureFixture[str]) -> None:
+    def planned(*argv: str) -> set[str]:
+        assert main(["--plan", *argv]) == 0
+        return {line.split()[2] for line in capsys.readouterr().out.splitlines()}
+
+    assert planned() >= TAKEOVERS
+    assert not planned("--no-ha") & TAKEOVERS
