@@ -9,7 +9,7 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 
-from bench.soak.plan import Fault
+from bench.soak.plan import HOLD_S, Fault
 from bench.soak.world import World
 from polygon_sim.truth import ConnectionEventKind
 
@@ -63,11 +63,26 @@ class Chaos:
             if fault.outage and previous is not None and waiting:
                 await asyncio.wait([previous])
                 self.late += 1
+            if fault.outage and previous_at < fault.at_s and (wait := self._judged_in()) > 0:
+                await asyncio.sleep(wait)  # the one before is still being judged
+                self.late += 1
             task = asyncio.create_task(self._one(fault))
             tasks.append(task)
             if fault.outage:
                 previous, previous_at = task, fault.at_s
         await asyncio.gather(*tasks)
+
+    def _judged_in(self) -> float:
+        """Seconds until the last outage's recovery has been judged: its end plus the time
+        writes and lag have to come back (``recovery_limit_s``) and the hold lag must keep
+        (``HOLD_S``). A host whose reconnects came close together waits a growing
+        backoff (SPEC §4), so an outage can end later than its reserve assumed; the next one
+        then starts late rather than fall into that recovery's window."""
+        ended = [o.ended for o in self.outages if o.ended is not None]
+        if not ended:
+            return 0.0
+        wall = max(ended) + self.world.cfg.recovery_limit_s + HOLD_S
+        return wall - time.time()
 
     async def _one(self, fault: Fault) -> None:
         try:

@@ -18,7 +18,7 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass, field
 
-__all__ = ["COOLDOWN_S", "Fault", "SoakConfig", "schedule"]
+__all__ = ["COOLDOWN_S", "HOLD_S", "Fault", "SoakConfig", "schedule"]
 
 COOLDOWN_S = 60.0
 """The service's cooldown after ``max_connections`` and ``auth_failed`` (SPEC §4)."""
@@ -30,6 +30,9 @@ reconnect and the recovery check."""
 STANDBY_START_S = 15.0
 """A handover or a SIGKILL failover first starts the standby (a Python process importing
 the service, on a loaded machine: seconds), then stops the active."""
+HOLD_S = 5.0
+"""After an outage, lag must stay normal this long to count as recovered (check 3); the
+next outage waits until that recovery has been judged (``chaos.Chaos``)."""
 LONG_FAULTS_MIN_S = 300.0
 HOSTS = ("realtime", "delayed")
 

@@ -8,7 +8,7 @@ from typing import Any
 
 from bench.soak.chaos import Outage
 from bench.soak.observe import MetricsPoller, Sample
-from bench.soak.plan import COOLDOWN_S
+from bench.soak.plan import COOLDOWN_S, HOLD_S
 from bench.soak.run import Collected
 from polygon_core.subscriptions import FeedRole
 
@@ -50,7 +50,6 @@ class Recovery:
         )
 
 
-HOLD_S = 5.0
 CALM_FACTOR = 2.0
 
 

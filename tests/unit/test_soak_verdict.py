@@ -68,3 +68,19 @@ def test_memory_is_judged_less_the_archive_buffers() -> None:
         poller=SimpleNamespace(samples=scrapes),
     )
     assert _rss_level(grown)[0] == 120 * mib  # type: ignore[arg-type]
+
+
+def test_an_outage_waits_until_the_one_before_has_been_judged() -> None:
+    """A host's backoff can outgrow its reserve (reconnects close together): the next
+    outage starts late instead of falling into the last one's recovery window."""
+    from bench.soak.chaos import Chaos
+
+    chaos = Chaos(SimpleNamespace(cfg=CFG))  # type: ignore[arg-type]
+    assert chaos._judged_in() == 0.0
+    chaos.outages.append(Outage("drop", "realtime", time.time() - 10.0, time.time() - 1.0))
+    wait = chaos._judged_in()
+    assert CFG.recovery_limit_s + 5.0 - 1.1 < wait <= CFG.recovery_limit_s + 5.0 - 1.0
+    chaos.outages.append(Outage("redis_down", None, time.time() - 60.0, time.time() - 30.0))
+    assert chaos._judged_in() == pytest.approx(wait, abs=0.05)  # the latest end counts
+    chaos.outages[0].ended = time.time() - 20.0
+    assert chaos._judged_in() < 0
