@@ -8,7 +8,7 @@ import time
 from types import SimpleNamespace
 
 import pytest
-from bench.soak.chaos import Outage
+from bench.soak.chaos import Chaos, Outage
 from bench.soak.observe import Sample
 from bench.soak.plan import SoakConfig
 from bench.soak.run import _rss_level
@@ -73,8 +73,6 @@ def test_memory_is_judged_less_the_archive_buffers() -> None:
 def test_an_outage_waits_until_the_one_before_has_been_judged() -> None:
     """A host's backoff can outgrow its reserve (reconnects close together): the next
     outage starts late instead of falling into the last one's recovery window."""
-    from bench.soak.chaos import Chaos
-
     chaos = Chaos(SimpleNamespace(cfg=CFG))  # type: ignore[arg-type]
     assert chaos._judged_in() == 0.0
     chaos.outages.append(Outage("drop", "realtime", time.time() - 10.0, time.time() - 1.0))
