@@ -58,8 +58,9 @@ def _parser() -> argparse.ArgumentParser:
         help="S3 unreachable for the service's first seconds (5; 0: off)",
     )  # fmt: skip
     p.add_argument(
-        "--no-ha", action="store_true",
-        help="HA_ENABLED=false (the service's own default): no handover, no SIGKILL failover",
+        "--ha", action=argparse.BooleanOptionalAction, default=d.ha,
+        help="HA_ENABLED=true, a standby, a handover and a SIGKILL failover (off by default: "
+        "a fence in a Redis outage drops its pending values, docs/reliability.md)",
     )  # fmt: skip
     p.add_argument(
         "--shutdown-timeout", type=float, default=d.shutdown_timeout_s,
@@ -78,7 +79,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         session_speed=a.speed,
         outage_s=a.outage, warmup_s=a.warmup, settle_s=a.settle, drops=a.drops,
         part_size_bytes=a.part_size, s3_down_at_start_s=a.s3_down_at_start,
-        redis_failover=hosts_file_writable(), ha=not a.no_ha,
+        redis_failover=hosts_file_writable(), ha=a.ha,
         shutdown_timeout_s=a.shutdown_timeout,
         workdir=str(a.workdir) if a.workdir else None,
     )  # fmt: skip

@@ -1,6 +1,6 @@
 """The soak's market: the realistic compressed day by default, the flat full-throttle rate
-for the CI window; the simulator it builds gets that market. HA on by default: the
-schedule holds a handover and a SIGKILL failover, ``--no-ha`` neither."""
+for the CI window; the simulator it builds gets that market. With ``--ha`` the
+schedule holds a handover and a SIGKILL failover; without (the default), neither."""
 
 from __future__ import annotations
 
@@ -30,17 +30,18 @@ def test_the_world_gives_the_simulator_the_soaks_market(tmp_path: Path) -> None:
 TAKEOVERS = {"handover", "sigkill"}
 
 
-def test_the_default_soak_hands_over_and_fails_over() -> None:
-    kinds = [f.kind for f in schedule(SoakConfig())]
-    assert SoakConfig().ha
+def test_the_ha_soak_hands_over_and_fails_over() -> None:
+    kinds = [f.kind for f in schedule(SoakConfig(ha=True))]
+    assert not SoakConfig().ha
     assert (kinds.count("handover"), kinds.count("sigkill")) == (1, 1)
-    assert not TAKEOVERS & {f.kind for f in schedule(SoakConfig(ha=False))}
+    assert not TAKEOVERS & {f.kind for f in schedule(SoakConfig())}
 
 
-def test_no_ha_on_the_command_line_drops_the_takeovers(capsys: pytest.CaptureFixture[str]) -> None:
+def test_ha_on_the_command_line_adds_the_takeovers(capsys: pytest.CaptureFixture[str]) -> None:
     def planned(*argv: str) -> set[str]:
         assert main(["--plan", *argv]) == 0
         return {line.split()[2] for line in capsys.readouterr().out.splitlines()}
 
-    assert planned() >= TAKEOVERS
+    assert planned("--ha") >= TAKEOVERS
+    assert not planned() & TAKEOVERS
     assert not planned("--no-ha") & TAKEOVERS
