@@ -144,7 +144,7 @@ class RunContext:
         if r.redis_commands <= 0:
             # The window opens at the first write the probe sees: on a starved machine a short
             # run can be over by then, and its figures would be those of an empty window.
-            self.result.fail(
+            r.fail(
                 f"the measurement window missed the run: no Redis command counted in its "
                 f"{seconds * 1000:.1f} ms (the first write was seen after the work was done)"
             )

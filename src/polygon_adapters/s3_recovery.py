@@ -66,6 +66,11 @@ class RecoveryReport:
     window: Window | None = None
     """The window ``seeded`` is about (the one of ``now_ms``)."""
 
+    def absorb(self, other: RecoveryReport) -> None:
+        """Add ``other``'s completed and aborted uploads (one channel's) to this report."""
+        self.completed += other.completed
+        self.aborted += other.aborted
+
 
 @dataclass(frozen=True, slots=True)
 class _Target:
@@ -114,8 +119,7 @@ async def recover_archive(
     report = RecoveryReport(window=window)
     markers: set[str] = set()
     for channel, (sub, channel_markers, highest) in zip(Channel, found, strict=True):
-        report.completed += sub.completed
-        report.aborted += sub.aborted
+        report.absorb(sub)
         markers |= channel_markers
         seq.seed(channel, window, highest)
         report.seeded[channel] = highest
@@ -160,8 +164,7 @@ async def recover_others(
     theirs = partial(_written_by, hostname=hostname, wanted=False)
     report = RecoveryReport()
     for sub in await _each(_finish_uploads(target, prefix, c, theirs) for c in Channel):
-        report.completed += sub.completed
-        report.aborted += sub.aborted
+        report.absorb(sub)
     return report
 
 
