@@ -45,7 +45,7 @@ class Chaos:
     auth_rejects: int = 0
     errors: list[str] = field(default_factory=list)
     late: int = 0
-    """Outages started late because the one before had not ended."""
+    """Outages started late because the one before had not ended or not been judged."""
 
     async def run(self, schedule: list[Fault], started: float) -> None:
         """Start each fault at ``started + fault.at_s``; return once every one is over. An
