@@ -340,7 +340,8 @@ async def test_redis_down_past_the_fencing_deadline_the_held_values_are_written(
             assert status == 200 and body["role"] == "standby", body
             held = [k for k, raw in first.items() if event_time(raw) - event_time(before[k]) < 1000]
             print(f"Redis down 3 s: {len(held)} of {len(quick)} keys came back with held values")
-            assert "values held from the last term" in a.log.read_text()
+            assert "values held from the last term; 0 past their TTL dropped" in a.log.read_text()
+            assert "polygon_held_expired_total 0.0" in await a.metrics()
             assert len(held) >= len(quick) // 2, (first, before)
             _one_connection_per_host(sim)
         finally:
