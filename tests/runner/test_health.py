@@ -85,6 +85,24 @@ async def test_healthz_and_metrics() -> None:
         await server.stop()
 
 
+async def test_a_standby_holding_values_is_not_a_failing_store() -> None:
+    """A task fenced in a store outage holds what it could not write (HA) and may not
+    write it: its health must not say the store is failing (ECS would replace it and the
+    values with it); whether the store answers is the lease's check."""
+    clock = ManualClock()
+    store = InMemoryLatestStore()
+    store.available = False
+    ingest = Ingest(store, clock, AsyncioScheduler())
+    report = HealthReport(ingest, [], None, clock)
+    trade = {"ev": "T", "sym": "B", "p": 1, "s": 1, "t": 1}
+    ingest.on_frame(decode_frame(dumps([trade])), clock.time_ms())
+    assert not await ingest.flush_once()
+    assert not report.store_ok()[0]
+    ingest.hold()
+    clock.advance(120.0)  # past STORE_STALE_S with values waiting
+    assert report.store_ok() == (True, "ok") and len(ingest.buffer) == 1
+
+
 def test_env_example_lists_every_setting() -> None:
     source = (ROOT / "src/polygon_runner/settings.py").read_text()
     read = set(
