@@ -275,8 +275,12 @@ async def _check_redis(world: World, out: Collected) -> None:
                     age_ms = now_ms - e.time - (60_000 if e.channel == "AM" else 0)
                     if age_ms > limit * 1000:
                         out.redis_expired += 1
-                    else:
-                        out.redis_mismatches.append(f"{key}: missing")
+                    else:  # when the newest event was made, for the diagnosis
+                        made = time.strftime("%H:%M:%S", time.gmtime(e.time / 1000))
+                        out.redis_mismatches.append(
+                            f"{key}: missing (newest event t={e.time} {made}Z, "
+                            f"{age_ms / 1000:.1f} s old)"
+                        )
                     continue
                 values = list(json.loads(raw).values())[:-1]
                 expected = wire_record_values(e.channel, json.loads(e.raw))
