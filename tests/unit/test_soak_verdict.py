@@ -11,7 +11,7 @@ import pytest
 from bench.soak.chaos import Chaos, Outage
 from bench.soak.observe import Sample
 from bench.soak.plan import SoakConfig
-from bench.soak.run import _rss_level
+from bench.soak.run import _rss_level, may_have_expired
 from bench.soak.verdict import Recovery
 
 CFG = SoakConfig()
@@ -82,3 +82,8 @@ def test_an_outage_waits_until_the_one_before_has_been_judged() -> None:
     assert chaos._judged_in() == pytest.approx(wait, abs=0.05)  # the latest end counts
     chaos.outages[0].ended = time.time() - 20.0
     assert chaos._judged_in() < 0
+
+
+def test_a_missing_key_may_have_expired_only_once_its_ttl_has_run_from_the_event() -> None:
+    assert may_have_expired(60_000, 60) and may_have_expired(75_000.5, 60)
+    assert not may_have_expired(59_999, 60)  # written no earlier than made: still there
