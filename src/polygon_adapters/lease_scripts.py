@@ -6,8 +6,9 @@ Upstash: the same text everywhere), and the fence a store consults before each b
 * :data:`RELEASE`: ``DEL`` only if it still holds our owner id (compare-and-delete);
 * :data:`FENCED_SETS`: one script per batch (or chunk): nothing is written unless the lease
   key holds our owner id; then each key is ``SET ... EX`` only if the stored record's event
-  time (``"ts"``, or ``"start"`` for agg1m) is not newer than the new one's. Returns the
-  number of values written, or -1 when the lease is not ours.
+  time (``"ts"``, or ``"start"`` for agg1m) is not newer than the new one's (older, for a
+  value ``strictly_newer``: its event time goes as a negative number). Returns the number
+  of values written, or -1 when the lease is not ours.
 * :data:`LATEST_WINS_SET`: the per-key part alone (Redis Cluster: a batch's keys live in
   many slots and the lease key in its own, so a script cannot read both; there the fence
   is the task's own fencing deadline, checked before each batch).
@@ -45,10 +46,13 @@ local function stored_time(old)
   return tonumber(t)
 end
 local function take(key, value, ttl, t)
+  local n = tonumber(t)
+  local strict = n < 0
+  if strict then n = -n end
   local old = redis.call('GET', key)
   if old then
     local ot = stored_time(old)
-    if ot ~= nil and ot > tonumber(t) then return 0 end
+    if ot ~= nil and (ot > n or (strict and ot == n)) then return 0 end
   end
   redis.call('SET', key, value, 'EX', ttl)
   return 1
@@ -73,8 +77,11 @@ per key."""
 LATEST_WINS_SET = _NEWER_OR_EQUAL + "return take(KEYS[1], ARGV[1], ARGV[2], ARGV[3])\n"
 
 
-def event_time_arg(t: int | float) -> bytes:
-    """An event time as a script argument Lua's ``tonumber`` reads back exactly."""
+def event_time_arg(t: int | float, strictly_newer: bool = False) -> bytes:
+    """An event time as a script argument Lua's ``tonumber`` reads back exactly; negative
+    for a value to be written only over an older record (``LatestValue.strictly_newer``)."""
+    if strictly_newer:
+        t = -t
     return b"%d" % t if isinstance(t, int) or t.is_integer() else repr(t).encode()
 
 

@@ -66,7 +66,7 @@ def pack_fenced(
     for value in values:
         append(_bulk(value.value))
         append(_bulk(b"%d" % value.ttl_s))
-        append(_bulk(event_time_arg(value.event_time)))
+        append(_bulk(event_time_arg(value.event_time, value.strictly_newer)))
     return b"".join(parts)
 
 

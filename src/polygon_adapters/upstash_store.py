@@ -142,7 +142,8 @@ class UpstashLatestStore:
             args.extend(v.key for v in part)
             args.append(fence.owner)
             for v in part:
-                args.extend((v.value.decode("utf-8"), v.ttl_s, v.event_time))
+                t = -v.event_time if v.strictly_newer else v.event_time
+                args.extend((v.value.decode("utf-8"), v.ttl_s, t))
             try:
                 async with asyncio.timeout(max(fence.remaining_s(), 0.001)):
                     written = await self.command(*args)  # type: ignore[arg-type]

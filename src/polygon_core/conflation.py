@@ -95,6 +95,10 @@ class ConflationBuffer(Generic[T]):
         self._handed_out -= restored
         return restored
 
+    def pending_items(self) -> dict[str, T]:
+        """Each pending key's item (a copy)."""
+        return {key: entry[1] for key, entry in self._pending.items()}
+
     def drop_pending(self, keep: Callable[[T], bool]) -> int:
         """Forget the pending items for which ``keep(item)`` is false (they stay the newest
         accepted for their key, so an older event is still refused); returns the count."""

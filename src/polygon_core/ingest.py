@@ -130,6 +130,8 @@ class Ingest:
         self._newest_written: dict[Channel, int | float] = {}
         self._stopping = False
         self._held_since: float | None = None
+        self._held_items: dict[str, MarketEvent] = {}
+        """At :meth:`resume`: the values held, written only over an older record."""
 
     @property
     def events_by_channel(self) -> dict[Channel, int]:
@@ -221,7 +223,9 @@ class Ingest:
     def resume(self) -> int:
         """The lease is ours again: write what was held, less the values held longer than
         their key's TTL (a value that would have expired by now is not brought back with
-        a fresh TTL). The age counts from the hold, which every held value predates.
+        a fresh TTL). The age counts from the hold, which every held value predates. Each
+        held value is written only over an older record (``LatestValue.strictly_newer``):
+        one of the same time written meanwhile by the task that led is the later one.
         Returns the count dropped."""
         since = self._held_since
         if since is None:
@@ -231,6 +235,7 @@ class Ingest:
         ttl = self._ttl_by_channel
         dropped = self.buffer.drop_pending(lambda event: ttl[event.channel] > age_s)
         self.stats.held_expired += dropped
+        self._held_items = self.buffer.pending_items()
         self._scheduler.poke()
         return dropped
 
@@ -282,15 +287,31 @@ class Ingest:
         size = self._chunk
         written = 0
         started = clock.monotonic_s()
+        held = self._held_items
         try:
             while written < len(batch):
                 part = batch[written : written + size]
-                values = [
-                    LatestValue(key, encode(event, updated_at), ttl[event.channel], t)
-                    for key, t, event in part
-                ]
+                if held:  # the first write of a new term: values held from the last one
+                    values = [
+                        LatestValue(
+                            key,
+                            encode(event, updated_at),
+                            ttl[event.channel],
+                            t,
+                            held.get(key) is event,
+                        )
+                        for key, t, event in part
+                    ]
+                else:
+                    values = [
+                        LatestValue(key, encode(event, updated_at), ttl[event.channel], t)
+                        for key, t, event in part
+                    ]
                 await self._store.put_many(values)
                 written += len(part)
+                if held:
+                    for key, _t, _event in part:
+                        held.pop(key, None)
                 self._log_written(values)
                 newest_of = newest.get
                 for _key, t, event in part:

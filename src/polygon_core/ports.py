@@ -29,13 +29,17 @@ class LatestValue(msgspec.Struct, frozen=True):
     """One latest-value write: ``SET key value EX ttl_s``.
 
     ``event_time`` is the record's event time (``start`` for agg1m, ``ts`` otherwise): a
-    fenced store (``HA_ENABLED``) writes the value only if the stored record's is not newer.
+    fenced store (``HA_ENABLED``) writes the value only if the stored record's is not newer;
+    with ``strictly_newer``, only if it is older (a value held across a standby period: a
+    record of the same time was written since by the task that led meanwhile, and is the
+    later one, e.g. the same minute's bar built from more trades).
     """
 
     key: str
     value: bytes
     ttl_s: int
     event_time: int | float = 0
+    strictly_newer: bool = False
 
 
 class LeaderLease(Protocol):

@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
+import msgspec
 import pytest
 import redis
 
@@ -113,6 +114,31 @@ async def test_fenced_writes_latest_wins(target: Target) -> None:
     direct.set("stock:quote:L", b"not a record")  # no event time stored: the new one wins
     await store.put_many([_quote(1, 5)])
     assert b'"bid":5,' in direct.get("stock:quote:L")
+    refused = store.older_refused if target.kind == "upstash" else store.stats.older_refused
+    assert refused == 2
+
+
+async def test_a_held_value_is_written_only_over_an_older_record(target: Target) -> None:
+    """A value held across a standby period (``strictly_newer``) loses a tie: a record of
+    the same event time was written meanwhile by the task that led, e.g. the same
+    minute's bar built from more trades."""
+    store, direct = target.store, target.direct
+    assert await store.lease().acquire("me", 5000)
+    store.fence = Fence("me", lambda: True)
+    await store.put_many([_quote(1000, 1), _agg(60_000, 1)])
+
+    def held(v: LatestValue) -> LatestValue:
+        return msgspec.structs.replace(v, strictly_newer=True)
+
+    await store.put_many([held(_quote(1000, 2)), held(_agg(60_000, 2))])  # ties: refused
+    assert b'"bid":1,' in direct.get("stock:quote:L")
+    assert b'"close":1,' in direct.get("stock:agg1m:L")
+    await store.put_many([held(_quote(1000.5, 3)), held(_agg(120_000, 3))])  # newer: written
+    assert b'"bid":3,' in direct.get("stock:quote:L")
+    assert b'"close":3,' in direct.get("stock:agg1m:L")
+    direct.delete("stock:quote:L")
+    await store.put_many([held(_quote(5, 4))])  # nothing stored: written
+    assert b'"bid":4,' in direct.get("stock:quote:L")
     refused = store.older_refused if target.kind == "upstash" else store.stats.older_refused
     assert refused == 2
 

@@ -459,6 +459,10 @@ async def test_a_deposed_task_holds_its_batch_and_writes_it_in_its_next_term(run
     await eventually(lambda: ingest.stats.values_written == 4)
     assert price(store, "stock:trade:AAPL") == 2.0 and price(store, "stock:trade:TSLA") == 7.0
     assert not ingest.held and ingest.stats.held_expired == 0
+    assert all(v.strictly_newer for v in store.seen[3:])  # held: only over older records
+    feed(ingest, trade("AAPL", 30, 3.0))
+    await eventually(lambda: ingest.stats.values_written == 5)
+    assert not store.seen[-1].strictly_newer  # the new term's own values: as always
 
 
 async def test_values_held_longer_than_their_ttl_are_dropped_at_the_next_term(running) -> None:
