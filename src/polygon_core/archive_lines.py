@@ -118,27 +118,38 @@ def archive_blocks(frame: DecodedFrame, ingest_ts: bytes) -> list[tuple[Channel,
     # The fast path: each body is an accepted event's object without its braces. Each
     # element adds "}\n" + head (the end of the line before and its own head, one cached
     # piece), the stamp and its body; the first loses its "}\n", the block ends with "}\n".
-    # Frames come in runs of one event type: the type's list and heads are looked up once
-    # per run, not per element (about 7 % fewer instructions than a lookup per element).
+    # Frames come in runs of one event type: the type's lists and heads are looked up once
+    # per run, not per element. The loop only appends each element's head and body to its
+    # type's two lists; the stamp goes in between by slice assignment, in C, per block
+    # (callgrind: ~5 % fewer instructions than a 3-tuple per element added to one list).
     stamp = ingest_ts + b'",'
-    parts: dict[type, list[bytes]] = {}
+    heads_by: dict[type, list[bytes]] = {}
+    bodies_by: dict[type, list[bytes]] = {}
     last: type | None = None
-    pieces: list[bytes] = []
-    heads: _Joins = _JOINS_BY_TYPE[MinuteAggregate]
+    found: list[bytes] | None
+    heads: list[bytes] = []
+    body_list: list[bytes] = []
+    joins: _Joins = _JOINS_BY_TYPE[MinuteAggregate]
     for event, body in zip(frame.events, bodies, strict=True):
         kind = type(event)
         if kind is not last:
             last = kind
-            heads = _JOINS_BY_TYPE[kind]
-            found = parts.get(kind)
+            joins = _JOINS_BY_TYPE[kind]
+            found = heads_by.get(kind)
             if found is None:
-                found = parts[kind] = []
-            pieces = found
-        pieces += (heads[event.symbol], stamp, body)
+                found = heads_by[kind] = []
+                bodies_by[kind] = []
+            heads = found
+            body_list = bodies_by[kind]
+        heads.append(joins[event.symbol])
+        body_list.append(body)
     blocks: list[tuple[Channel, bytes, int]] = []
-    for kind, pieces in parts.items():
-        count = len(pieces) // 3
-        pieces[0] = pieces[0][2:]
+    for kind, heads in heads_by.items():
+        count = len(heads)
+        pieces = [stamp] * (3 * count)
+        pieces[0::3] = heads
+        pieces[2::3] = bodies_by[kind]
+        pieces[0] = heads[0][2:]
         pieces.append(_LINE_END)
         blocks.append((kind.channel, b"".join(pieces), count))
     return blocks
