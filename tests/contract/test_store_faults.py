@@ -113,7 +113,8 @@ async def test_redis_stopped_mid_stream_then_restarted(private_redis) -> None:
 
 async def test_a_stalled_redis_times_out_the_batch_then_writes_resume(private_redis) -> None:
     """SIGSTOP: the batch's replies never come; it fails within the socket timeout as
-    StoreUnavailable (not a hang), and after SIGCONT writes go through again."""
+    StoreUnavailable (not a hang), and after SIGCONT the kept connection is replaced and
+    writes go through again."""
     store = RedisLatestStore.from_url(private_redis.url, connect_timeout_s=0.2, timeout_s=0.3)
     await store.put_many([LatestValue("stock:trade:ST", b'{"v":1}', 60)])
     pid = private_redis.pid
@@ -130,6 +131,7 @@ async def test_a_stalled_redis_times_out_the_batch_then_writes_resume(private_re
         os.kill(pid, signal.SIGCONT)
     await store.put_many([LatestValue("stock:trade:ST", b'{"v":3}', 60)])
     assert await store.read("stock:trade:ST") == b'{"v":3}'
+    assert store.stats.resets_by_reason["connection"] >= 1
     await store.aclose()
 
 
