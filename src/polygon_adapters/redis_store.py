@@ -11,8 +11,10 @@ URLs (``REDIS_URL``):
 A batch is written as one non-transactional pipeline of ``SET key value EX ttl``. On a single
 server the commands are packed into RESP bytes once and written to one connection the store
 keeps for its batches (:mod:`polygon_adapters.redis_link`: no pool round trip per batch),
-and the replies are read back in order under the read timeout (redis-py's pipeline object
-costs about 40 times more client CPU per command). On a cluster, redis-py's cluster
+and the replies are read back in order, each socket read under the read timeout
+(:func:`~polygon_adapters.redis_wire.read_replies`; redis-py's pipeline object costs about
+40 times more client CPU per command). The fenced write (``HA_ENABLED``) keeps the pool's
+connections (:mod:`polygon_adapters.redis_fenced`). On a cluster, redis-py's cluster
 pipeline routes each command to its slot's node.
 
 Timeouts and retries are explicit: connect 2 s, read/write 5 s, and two quick retries with
@@ -188,8 +190,7 @@ class RedisLatestStore:
             conn = await link.connection()
             try:
                 await link.send(conn, payload)
-                async with asyncio.timeout(link.timeout_s(conn)):
-                    errors: list[Any] = await read_replies(conn, len(values))
+                errors: list[Any] = await read_replies(conn, len(values))  # reads time out
                 if self._left_at is not None and not errors:
                     self._peer = _peer_of(conn)
             except BaseException:
