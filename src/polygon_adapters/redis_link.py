@@ -6,13 +6,17 @@ socket, and a task created by ``asyncio.wait_for`` for every send), more than pa
 writing a 10-value batch itself. A :class:`WriteLink` takes one connection from the pool
 once and keeps it: a batch's RESP bytes go to the socket with one synchronous
 ``transport.write`` (drained, under the socket timeout, only when the kernel is not taking
-them as fast), and its replies are read under the same timeout.
+them as fast); :func:`~polygon_adapters.redis_wire.read_replies` then reads the replies,
+each socket read under the same timeout.
 
 A connection that failed in any way is disconnected (its replies are unknown); the next
 batch reconnects it, which resolves the URL's host name again (a managed primary endpoint
-moves on failover). ``pool.disconnect()`` (leaving a node) drops it too. This relies on
-redis-py's connection internals (``_writer``, like :func:`~polygon_adapters.redis_wire.read_replies`
-relies on its parser's): both are stable since redis-py 4.2.
+moves on failover). ``pool.disconnect()`` (leaving a node) drops it too. One the server
+closed while it sat idle (a restart, ``CLIENT KILL``, the server's idle ``timeout``) is
+seen before the batch is sent (its stream is at EOF) and reconnected, so that batch does
+not fail. This relies on redis-py's connection internals (``_reader`` and ``_writer``,
+like :func:`~polygon_adapters.redis_wire.read_replies` relies on its parser's): stable
+since redis-py 4.2.
 """
 
 from __future__ import annotations
@@ -42,6 +46,9 @@ class WriteLink:
             conn = self._conn = await self._pool.get_connection()
         elif not conn.is_connected:
             await conn.connect()
+        elif _closed_by_server(conn):
+            await conn.disconnect(nowait=True)
+            await conn.connect()
         await conn.check_health()  # a PING only after health_check_interval idle
         return conn
 
@@ -70,3 +77,10 @@ class WriteLink:
         conn, self._conn = self._conn, None
         if conn is not None:
             await self._pool.release(conn)
+
+
+def _closed_by_server(conn: Any) -> bool:
+    """Whether the server closed or reset ``conn`` since its last batch (a few attribute
+    reads: no readiness probe of the socket, no await)."""
+    reader = conn._reader
+    return reader is not None and (reader.at_eof() or reader.exception() is not None)
