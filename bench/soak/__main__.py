@@ -59,8 +59,8 @@ def _parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     p.add_argument(
         "--ha", action=argparse.BooleanOptionalAction, default=d.ha,
-        help="HA_ENABLED=true, a standby, a handover and a SIGKILL failover (off by default: "
-        "a fence in a Redis outage drops its pending values, docs/reliability.md)",
+        help="HA_ENABLED=true, a standby, a handover and a SIGKILL failover (the default; "
+        "--no-ha: the single-task mode)",
     )  # fmt: skip
     p.add_argument(
         "--shutdown-timeout", type=float, default=d.shutdown_timeout_s,

@@ -95,6 +95,16 @@ class ConflationBuffer(Generic[T]):
         self._handed_out -= restored
         return restored
 
+    def drop_pending(self, keep: Callable[[T], bool]) -> int:
+        """Forget the pending items for which ``keep(item)`` is false (they stay the newest
+        accepted for their key, so an older event is still refused); returns the count."""
+        pending = self._pending
+        dropped = [key for key, entry in pending.items() if not keep(entry[1])]
+        for key in dropped:
+            del pending[key]
+        self._handed_out += len(dropped)
+        return len(dropped)
+
     @property
     def superseded(self) -> int:
         """Accepted items replaced by a newer one before they were written (writes saved)."""

@@ -57,7 +57,7 @@ class FlushStats:
         "flush_seconds_total",
         "last_success_monotonic",
         "in_outage",
-        "fenced_dropped",
+        "held_expired",
     )
 
     def __init__(self) -> None:
@@ -70,8 +70,10 @@ class FlushStats:
         self.flush_seconds_total = 0.0
         self.last_success_monotonic: float | None = None
         self.in_outage = False
-        self.fenced_dropped = 0
-        """Values not written because this task no longer held the leader lease."""
+        self.held_expired = 0
+        """Values held across a standby period (``HA_ENABLED``: the lease was lost with
+        them pending) and dropped when the lease was ours again, being older than their
+        key's TTL by then."""
 
 
 class Ingest:
@@ -127,6 +129,7 @@ class Ingest:
         self.stats = FlushStats()
         self._newest_written: dict[Channel, int | float] = {}
         self._stopping = False
+        self._held_since: float | None = None
 
     @property
     def events_by_channel(self) -> dict[Channel, int]:
@@ -184,8 +187,8 @@ class Ingest:
         buffer = self.buffer
         while not self._stopping:
             pending = len(buffer)
-            if not pending:
-                await scheduler.wait_for_poke(None)
+            if not pending or self._held_since is not None:
+                await scheduler.wait_for_poke(None)  # a poke: a frame, resume, or stop
                 continue
             now = clock.monotonic_s()
             wait = policy.interval_wait_s(now, pending)
@@ -205,6 +208,37 @@ class Ingest:
             # The budget follows the write that succeeded, not the outage before it.
             policy.finished(clock.monotonic_s(), self.stats.last_flush_s)
 
+    # -- the leader lease (HA_ENABLED) --------------------------------------------------------
+
+    @property
+    def held(self) -> bool:
+        """Whether writes are held (a standby keeping the last term's pending values)."""
+        return self._held_since is not None
+
+    def hold(self) -> None:
+        """Stop writing and keep what is pending: this task is no longer the leader (the
+        store refused a batch as fenced, or the lease was lost). The flush loop waits
+        until :meth:`resume`; the values then go out through the store's latest-wins
+        write, so none rolls back a key that the other task wrote since."""
+        if self._held_since is None:
+            self._held_since = self._clock.monotonic_s()
+
+    def resume(self) -> int:
+        """The lease is ours again: write what was held, less the values held longer than
+        their key's TTL (a value that would have expired by now is not brought back with
+        a fresh TTL). The age counts from the hold, which every held value predates.
+        Returns the count dropped."""
+        since = self._held_since
+        if since is None:
+            return 0
+        self._held_since = None
+        age_s = self._clock.monotonic_s() - since
+        ttl = self._ttl_by_channel
+        dropped = self.buffer.drop_pending(lambda event: ttl[event.channel] > age_s)
+        self.stats.held_expired += dropped
+        self._scheduler.poke()
+        return dropped
+
     def stop(self) -> None:
         """Ask the flush loop to end; it returns after the flush in flight."""
         self._stopping = True
@@ -214,17 +248,22 @@ class Ingest:
         """Write what is pending (after :meth:`stop`), retrying a few times.
 
         Returns the number of values still not written (0 on success); they are logged
-        loudly. The caller bounds the time with its shutdown deadline.
+        loudly. A standby's held values (see :meth:`hold`) are logged but not counted as
+        a failure: a standby may not write. The caller bounds the time with its shutdown
+        deadline.
         """
         delays = self._delays()
         for attempt in range(attempts):
-            if not len(self.buffer):
-                return 0
+            if not len(self.buffer) or self._held_since is not None:
+                break
             if await self.flush_once():
                 continue
             if attempt + 1 < attempts:
                 await self._scheduler.sleep(next(delays))
         left = len(self.buffer)
+        if left and self._held_since is not None:  # a standby may not write: another leads
+            logger.warning("shutdown: standby; %d values held from the last term not written", left)
+            return 0
         if left:
             logger.error("shutdown: %d latest values could not be written to the store", left)
         return left
@@ -263,10 +302,11 @@ class Ingest:
                     channel = event.channel
                     if t > newest_of(channel, _MINUS_INF):
                         newest[channel] = t
-        except LeaseLost as exc:  # deposed: the new leader writes newer values; no retry
+        except LeaseLost as exc:  # deposed: keep the rest for the next term; no retry now
             self._count_written(written)
-            self.stats.fenced_dropped += len(batch) - written
-            logger.warning("not the leader: %d values dropped (%s)", len(batch) - written, exc)
+            kept = self.buffer.requeue(batch[written:])
+            self.hold()
+            logger.warning("not the leader: %d values held for the next term (%s)", kept, exc)
             return True
         except StoreUnavailable as exc:
             self._count_written(written)

@@ -14,6 +14,14 @@ take it: :meth:`LeasePolicy.is_active` is False from the deadline on, whatever t
 outcome of requests still in flight, and a renewal's result only counts from the time
 its request was sent. ``margin`` covers closing the connections and clock-rate skew.
 
+After an outage of the store, the lease is free for whoever asks first. The task that
+led before it may hold values it could not write (``Ingest.hold``), which no other task
+has seen; a standby without them (``eager`` false) gives it the first claim: once its
+requests fail, it first probes the store with a ``release`` of its own id (which changes
+nothing: a standby holds no lease, and a stale key of its own is one to free anyway),
+and only ``claim_delay_s`` after an answer tries to take the lease. A SIGKILLed leader's
+standby is not delayed: its requests were answered all along.
+
 Pure: times come in as plain numbers (the ``Clock``'s monotonic seconds).
 """
 
@@ -34,6 +42,7 @@ class LeaseAction(enum.Enum):
     RENEW = "renew"
     FENCE = "fence"
     WAIT = "wait"
+    PROBE = "probe"
 
 
 class LeasePolicy:
@@ -47,6 +56,7 @@ class LeasePolicy:
         renew_fraction: float = 1 / 3,
         retry_interval_s: float | None = None,
         margin_s: float | None = None,
+        claim_delay_s: float | None = None,
     ) -> None:
         if ttl_s <= 0:
             raise ValueError("the lease TTL must be positive")
@@ -61,6 +71,12 @@ class LeasePolicy:
             if retry_interval_s is None
             else retry_interval_s
         )
+        self.claim_delay_s = 4 * acquire_interval_s if claim_delay_s is None else claim_delay_s
+        self.eager = False
+        """Set by the runner: this task holds values of its last term, so it claims the
+        lease as soon as the store answers (no probe, no delay)."""
+        self._store_lost = False
+        """A standby's last request failed (the store unreachable): probe before claiming."""
         self.role = Role.STANDBY
         self._held_since_sent: float | None = None
         """Send time of the last successful acquire/renewal (None: not held)."""
@@ -83,6 +99,8 @@ class LeasePolicy:
         """What to do at ``now``, or ``WAIT`` with the seconds until the next decision."""
         if self.role is Role.STANDBY:
             if now >= self._next_at:
+                if self._store_lost and not self.eager:
+                    return LeaseAction.PROBE, 0.0
                 return LeaseAction.ACQUIRE, 0.0
             return LeaseAction.WAIT, self._next_at - now
         deadline = self.fence_deadline()
@@ -103,8 +121,14 @@ class LeasePolicy:
 
     # -- outcomes ----------------------------------------------------------------------
 
+    def probed(self, now: float) -> None:
+        """A standby's probe was answered: the store is back; claim after the delay."""
+        self._store_lost = False
+        self._next_at = now + self.claim_delay_s
+
     def acquired(self, sent_at: float, now: float) -> None:
         """The ``SET NX`` sent at ``sent_at`` succeeded (answered at ``now``)."""
+        self._store_lost = False
         self._held_since_sent = sent_at
         if sent_at + self.ttl_s - self.margin_s <= now:  # answered too late to use
             self._held_since_sent = None
@@ -129,10 +153,12 @@ class LeasePolicy:
         if self.role is Role.ACTIVE:
             self._next_at = now + self.retry_interval_s
         else:
+            self._store_lost = True
             self._next_at = now + self.acquire_interval_s
 
     def not_acquired(self, now: float) -> None:
         """Another task holds the lease."""
+        self._store_lost = False
         self._next_at = now + self.acquire_interval_s
 
     def lost(self, now: float) -> None:

@@ -145,6 +145,7 @@ class HealthReport:
             "flushes": ingest.stats.flushes,
             "failed_flushes": ingest.stats.failed_flushes,
             "store_outage": ingest.stats.in_outage,
+            "held_expired": ingest.stats.held_expired,
             "redis_node_resets": node_resets(self.store),
             "lag_ms": self.lag_ms(),
         }
@@ -209,6 +210,11 @@ class MetricsCollector(Collector):
             resets.add_metric([reason], count)
         yield resets
         yield GaugeMetricFamily("polygon_pending_keys", "Keys waiting", value=len(ingest.buffer))
+        yield CounterMetricFamily(
+            "polygon_held_expired",
+            "Values held across a standby period and dropped, older than their TTL (HA)",
+            value=ingest.stats.held_expired,
+        )
         leader = r.leader()
         yield GaugeMetricFamily(
             "polygon_sink_leader",

@@ -2,11 +2,13 @@
 
 :class:`Leadership` drives :class:`~polygon_core.lease.LeasePolicy` with the store's lease
 (:class:`~polygon_core.ports.LeaderLease`): a standby tries ``SET NX PX`` every 250 ms; on
-taking the lease it starts both feeds (``on_active``); an active task renews every third
-of the TTL, each renewal bounded by its fencing deadline. When a renewal finds another
-owner, or none succeeds by the deadline, it closes both feeds at once (``on_standby``)
-and is a standby again; its writes stopped at the deadline already (the store's fence
-asks :meth:`holds` before every batch, and the store's script checks the owner id).
+taking the lease it starts both feeds (``on_active``); after an outage of the store, a
+standby holding nothing lets the former leader, which may hold values it could not write,
+claim first (see :mod:`polygon_core.lease`); an active task renews every third of the TTL,
+each renewal bounded by its fencing deadline. When a renewal finds another owner, or none
+succeeds by the deadline, it closes both feeds at once (``on_standby``) and is a standby
+again; its writes stopped at the deadline already (the store's fence asks :meth:`holds`
+before every batch, and the store's script checks the owner id).
 """
 
 from __future__ import annotations
@@ -52,6 +54,9 @@ class Leadership:
         self.started_s = clock.monotonic_s()
         self.on_active: Callable[[], Awaitable[None]] = _nothing
         self.on_standby: Callable[[str], Awaitable[None]] = _no_reason
+        self.has_claim: Callable[[], bool] = _no_claim
+        """Whether this task holds values of its last term (the first claim after an
+        outage of the store; see :mod:`polygon_core.lease`)."""
         self.terms = 0
         """Times this task became active."""
         self.fenced = 0
@@ -80,9 +85,13 @@ class Leadership:
         clock = self._clock
         while True:
             now = clock.monotonic_s()
+            policy.eager = self.has_claim()
             action, wait = policy.next_action(now)
             if action is LeaseAction.WAIT:
                 await asyncio.sleep(wait)
+            elif action is LeaseAction.PROBE:  # after an outage: is the store back?
+                if await self._ask(self.lease.release(self.owner), now) is not None:
+                    policy.probed(clock.monotonic_s())
             elif action is LeaseAction.FENCE:
                 policy.lost(now)
                 await self._demoted("could not renew the lease before its fencing deadline")
@@ -163,3 +172,7 @@ async def _nothing() -> None:
 
 async def _no_reason(reason: str) -> None:
     return None
+
+
+def _no_claim() -> bool:
+    return False

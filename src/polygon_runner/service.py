@@ -85,6 +85,11 @@ class Service:
                 feed.gate = leadership.holds
             leadership.on_active = self._open_feeds
             leadership.on_standby = self._close_feeds
+            leadership.has_claim = self._holds_values
+
+    def _holds_values(self) -> bool:
+        """Whether this standby holds values of its last term (first claim on the lease)."""
+        return self.ingest.held and len(self.ingest.buffer) > 0
 
     def _reader_behind(self) -> bool:
         """Whether either feed has input waiting to be read (the flush loop's question)."""
@@ -198,8 +203,17 @@ class Service:
         await archive.run()
 
     async def _open_feeds(self) -> None:
-        """Active: start both feeds (the store's fence already lets writes through)."""
+        """Active: write what the last term left pending (less what outlived its TTL)
+        and start both feeds (the store's fence already lets writes through)."""
         self._first_term.set()
+        held = len(self.ingest.buffer) if self.ingest.held else 0
+        expired = self.ingest.resume()
+        if held:
+            logger.warning(
+                "active: writing %d values held from the last term; %d past their TTL dropped",
+                held - expired,
+                expired,
+            )
         for feed in self.feeds:
             feed.reopen()
         self._feed_tasks = [
@@ -207,15 +221,20 @@ class Service:
         ]
 
     async def _close_feeds(self, reason: str) -> None:
-        """Fenced: drop both connections at once, forget what waits to be written (the new
-        leader writes newer values), and wait for the feed tasks to end."""
+        """Fenced: drop both connections at once, hold what waits to be written for the
+        next term (written then through the latest-wins script: no rollback), and wait
+        for the feed tasks to end."""
+        self.ingest.hold()
         for feed in self.feeds:
             feed.abort()
-        dropped = len(self.ingest.buffer.drain())
         tasks, self._feed_tasks = self._feed_tasks, []
         if tasks:
             await asyncio.wait(tasks, timeout=2.0)
-        logger.warning("standby: feeds closed (%s); %d pending values dropped", reason, dropped)
+        logger.warning(
+            "standby: feeds closed (%s); %d pending values held for the next term",
+            reason,
+            len(self.ingest.buffer),
+        )
 
     async def _shutdown(self, tasks: dict[asyncio.Task[Any], str]) -> int:
         """Stop reading, flush the store, close the archive; returns values left unwritten."""

@@ -22,6 +22,7 @@ from tests.helpers import eventually
 from tests.moto_server import MotoS3Server, unique_bucket
 from tests.runner.ha_harness import (
     API_KEY,
+    KEYS,
     SYMBOLS,
     Monitor,
     Task,
@@ -298,3 +299,51 @@ async def test_an_active_cut_off_from_redis_fences_itself_first(own_redis_server
         finally:
             await _stop(a, b)
             await proxy.down()
+
+
+async def test_redis_down_past_the_fencing_deadline_the_held_values_are_written(
+    own_redis_server, tmp_path
+) -> None:
+    """Redis is killed for three lease TTLs and comes back empty (no persistence). The
+    active fences itself holding what it could not write; the standby, holding nothing,
+    lets it claim the lease first; in its new term it writes the held values (through the
+    latest-wins script) before new events arrive, so keys of symbols that went quiet come
+    back. Told apart by event time: a held trade or quote is from before the kill, a new
+    one from after the restart, seconds later."""
+    import redis.asyncio as aredis
+    from bench.service_task import event_time
+
+    quick = [k for k in KEYS if k.startswith(("stock:trade:", "stock:quote:"))]
+    url = own_redis_server.url
+    async with bounded(PolygonSimulator(_sim_config())) as sim:
+        a, b = await _active_with_standby(sim, url, tmp_path)
+        client = aredis.Redis.from_url(url, socket_timeout=1.0)
+        try:
+            await asyncio.sleep(1.0)
+            before = dict(zip(quick, await client.mget(quick), strict=True))
+            assert None not in before.values(), before
+            own_redis_server.kill()
+            await eventually(lambda: "before its fencing deadline" in a.log.read_text(), 10)
+            await asyncio.sleep(2.0)
+            await client.aclose()
+            own_redis_server.start()
+            client = aredis.Redis.from_url(url, socket_timeout=1.0)
+            first: dict[str, bytes] = {}
+            deadline = time.monotonic() + 10
+            while len(first) < len(quick) and time.monotonic() < deadline:
+                for key, raw in zip(quick, await client.mget(quick), strict=True):
+                    if raw is not None:
+                        first.setdefault(key, raw)
+                await asyncio.sleep(0.002)
+            await a.wait_role("active", within_s=5)
+            status, body = await b.health()
+            assert status == 200 and body["role"] == "standby", body
+            held = [k for k, raw in first.items() if event_time(raw) - event_time(before[k]) < 1000]
+            print(f"Redis down 3 s: {len(held)} of {len(quick)} keys came back with held values")
+            assert "values held from the last term; 0 past their TTL dropped" in a.log.read_text()
+            assert "polygon_held_expired_total 0.0" in await a.metrics()
+            assert len(held) >= len(quick) // 2, (first, before)
+            _one_connection_per_host(sim)
+        finally:
+            await client.aclose()
+            await _stop(a, b)

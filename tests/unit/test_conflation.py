@@ -79,6 +79,16 @@ def test_requeue_yields_to_newer_and_equal_later_arrivals() -> None:
     assert buffer.late_dropped == 1
 
 
+def test_drop_pending_forgets_values_but_keeps_the_newest_time() -> None:
+    buffer: ConflationBuffer[str] = ConflationBuffer()
+    buffer.offer("k1", 5, "old")
+    buffer.offer("k2", 7, "keep")
+    assert buffer.drop_pending(lambda item: item == "keep") == 1
+    assert [key for key, _, _ in buffer.drain()] == ["k2"]
+    assert not buffer.offer("k1", 4, "older")  # still refused: 5 was accepted
+    assert buffer.superseded == 0 and len(buffer) == 0
+
+
 def test_counts_superseded_and_bounded_by_keys() -> None:
     buffer: ConflationBuffer[int] = ConflationBuffer()
     for i in range(10_000):

@@ -459,7 +459,7 @@ class DeposedStore(InMemoryLatestStore):
         await super().put_many(values)
 
 
-async def test_a_deposed_task_drops_its_batch_and_does_not_retry(running, caplog) -> None:
+async def test_a_deposed_task_holds_its_batch_and_writes_it_in_its_next_term(running) -> None:
     store = DeposedStore()
     ingest = Ingest(store, SystemClock(), AsyncioScheduler(), retry_initial_s=0.001)
     running(ingest)
@@ -468,9 +468,47 @@ async def test_a_deposed_task_drops_its_batch_and_does_not_retry(running, caplog
     assert store.seen[-1].event_time == 10  # the event time goes with the value
     store.deposed = True
     feed(ingest, trade("AAPL", 20, 2.0), trade("MSFT", 1, 5.0))
-    await eventually(lambda: ingest.stats.fenced_dropped == 2)
-    await asyncio.sleep(0.02)
-    assert len(store.seen) == 3  # one refused attempt, no retries
-    assert len(ingest.buffer) == 0 and not ingest.stats.in_outage
+    await eventually(lambda: ingest.held)
+    feed(ingest, trade("TSLA", 3, 7.0))  # a frame still in flight at the fence
+    await asyncio.sleep(0.05)
+    assert len(store.seen) == 3  # one refused attempt, no retries while held
+    assert len(ingest.buffer) == 3 and not ingest.stats.in_outage
     assert ingest.stats.failed_flushes == 0
     assert price(store, "stock:trade:AAPL") == 1.0
+    store.deposed = False  # the lease is ours again
+    assert ingest.resume() == 0
+    await eventually(lambda: ingest.stats.values_written == 4)
+    assert price(store, "stock:trade:AAPL") == 2.0 and price(store, "stock:trade:TSLA") == 7.0
+    assert not ingest.held and ingest.stats.held_expired == 0
+
+
+async def test_values_held_longer_than_their_ttl_are_dropped_at_the_next_term(running) -> None:
+    """A value that would have expired by the next term is not written with a fresh TTL;
+    one of a channel with a longer TTL is (trades live 60 s, minute bars 120 s)."""
+    clock = ManualClock()
+    store = InMemoryLatestStore()
+    ingest = Ingest(store, clock, AsyncioScheduler())
+    ingest.hold()
+    feed(ingest, trade("AAPL", 10, 1.0))
+    bar = {"ev": "AM", "sym": "MSFT", "v": 4110, "av": 9470157, "op": 0.4372, "vw": 0.4488}
+    bar |= {"o": 0.4488, "c": 0.4486, "h": 0.4489, "l": 0.4486, "a": 0.4352, "z": 685}
+    feed(ingest, bar | {"s": 1610144640000, "e": 1610144700000})
+    running(ingest)
+    await asyncio.sleep(0.02)
+    assert store.data == {} and len(ingest.buffer) == 2  # held: nothing written
+    clock.advance(90.0)
+    assert ingest.resume() == 1
+    await eventually(lambda: ingest.stats.values_written == 1)
+    assert list(store.data) == ["stock:agg1m:MSFT"] and ingest.stats.held_expired == 1
+
+
+async def test_a_standby_at_shutdown_reports_its_held_values_without_failing(caplog) -> None:
+    store = DeposedStore()
+    store.deposed = True
+    ingest = Ingest(store, SystemClock(), AsyncioScheduler())
+    feed(ingest, trade("AAPL", 10, 1.0))
+    assert await ingest.flush_once() and ingest.held
+    ingest.stop()
+    assert await ingest.final_flush() == 0
+    assert len(store.seen) == 1  # no attempt while held
+    assert "standby; 1 values held from the last term not written" in caplog.text

@@ -52,6 +52,31 @@ def test_an_acquire_answered_after_its_deadline_is_not_used() -> None:
     assert policy.role is Role.STANDBY and not policy.is_active(0.9)
 
 
+def test_after_an_outage_a_standby_holding_nothing_lets_the_former_leader_claim_first() -> None:
+    policy = LeasePolicy(5.0, acquire_interval_s=0.25)  # claim delay 4 x 0.25 s
+    policy.attempt_failed(0.0)  # the store is down
+    assert policy.next_action(0.25) == (LeaseAction.PROBE, 0.0)
+    policy.attempt_failed(0.25)  # the probe fails too: still down
+    assert policy.next_action(0.5)[0] is LeaseAction.PROBE
+    policy.probed(0.5)  # answered: the store is back
+    action, wait = policy.next_action(0.5)
+    assert action is LeaseAction.WAIT and wait == pytest.approx(1.0)
+    assert policy.next_action(1.5) == (LeaseAction.ACQUIRE, 0.0)
+    eager = LeasePolicy(5.0, acquire_interval_s=0.25)
+    eager.eager = True  # it holds values of its last term
+    eager.attempt_failed(0.0)
+    assert eager.next_action(0.25) == (LeaseAction.ACQUIRE, 0.0)
+
+
+def test_a_standby_whose_requests_are_answered_claims_at_once() -> None:
+    """A SIGKILLed leader's standby: its attempts were answered 'held', so when the lease
+    expires it takes it on the next attempt, without probe or delay."""
+    policy = LeasePolicy(5.0, acquire_interval_s=0.25)
+    policy.attempt_failed(0.0)
+    policy.not_acquired(0.25)  # answered: held by another task
+    assert policy.next_action(0.5) == (LeaseAction.ACQUIRE, 0.0)
+
+
 def test_bad_parameters() -> None:
     with pytest.raises(ValueError):
         LeasePolicy(0)
