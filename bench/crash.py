@@ -8,14 +8,9 @@ and SIGTERMs it. Per round it reports:
 
 * archive: lines the simulator delivered to the killed process (per-connection truth) vs
   the lines of that process found in S3 at the end (``ingestTs`` before the restart; the
-  restarted service's start-up recovery completes what was uploaded), per channel, and the
-  loss in seconds: how long before the kill the first lost line was delivered (a channel's
-  lines are archived in arrival order and recovery keeps a prefix, so the lost lines are
-  the last ones delivered; the simulator's ``track_times`` says when each went out). It
-  must stay under ``S3_MAX_UNUPLOADED_SEC`` on every channel, quiet ones included: the
-  feed's ``AM`` is as quiet as a whole market's minute bars (``QUIET_AM_MIX``). Also
-  whether the recovered objects hold exactly the contiguous uploaded parts
-  (``completable_parts``) seen in S3 right after the kill;
+  restarted service's start-up recovery completes what was uploaded), per channel, also as
+  seconds of feed at the channel's rate; and whether the recovered objects hold exactly the
+  contiguous uploaded parts (``completable_parts``) seen in S3 right after the kill;
 * Redis: keys whose value was older than the newest event delivered before the kill, and
   how long after the restart until every key is at least that new again;
 * garbage: open multipart uploads and ``uploading.marker`` objects left after the second
@@ -61,11 +56,6 @@ CHANNELS = ("AM", "FMV", "T", "Q")
 FAMILY = {"AM": "agg1m", "FMV": "fmv", "T": "trade", "Q": "quote"}
 TIME_FIELD = {"AM": "start", "FMV": "ts", "T": "ts", "Q": "ts"}
 _CHANNEL_OF = {family: channel for channel, family in FAMILY.items()}
-QUIET_AM_MIX = (("T", 1.0), ("Q", 4.0), ("AM", 0.05), ("FMV", 2.0))
-"""The simulator's default mix with ``AM`` at 1/40 of the real-time host: at 20,000
-events/s about 500 bars/s (what a whole market's minute bars come to, one per symbol and
-minute for 30,000 symbols), ~150 KB/s of NDJSON: a 16 MiB part would take about two
-minutes to fill, a 5 MiB one half a minute, longer than the runs before the kill."""
 MARKER = "uploading.marker"
 SERVICE = [sys.executable, "-m", "polygon_runner", "run"]
 
@@ -95,9 +85,6 @@ class CrashConfig:
     """``S3_PART_SIZE_BYTES`` (None: the service's default, 16 MiB)."""
     min_uploaded_bytes: int = 0
     """After the warm-up, also wait (up to 30 s) until S3 holds this many uploaded bytes."""
-    max_unuploaded_s: float = 60.0
-    """``S3_MAX_UNUPLOADED_SEC``: every channel's loss in seconds must stay under it."""
-    mix: tuple[tuple[str, float], ...] = QUIET_AM_MIX
 
 
 @dataclass
@@ -110,10 +97,6 @@ class Round:
     archived: dict[str, int] = field(default_factory=dict)
     lost: dict[str, int] = field(default_factory=dict)
     lost_s: dict[str, float] = field(default_factory=dict)
-    """How long before the kill the first lost line of the channel was delivered (0: none
-    lost)."""
-    bound_s: float = 0.0
-    """``S3_MAX_UNUPLOADED_SEC`` of the round."""
     lost_bytes: dict[str, int] = field(default_factory=dict)
     uploaded_at_kill_bytes: int = 0
     bad_lines: int = 0
@@ -170,7 +153,6 @@ def service_env(servers: Servers, sim: PolygonSimulator, bucket: str, cfg: Crash
         "S3_BUCKET": bucket,
         "S3_PREFIX": "raw",
         "S3_HOSTNAME": "crash-host",
-        "S3_MAX_UNUPLOADED_SEC": str(cfg.max_unuploaded_s),
     }
     if cfg.part_size_bytes is not None:
         env["S3_PART_SIZE_BYTES"] = str(cfg.part_size_bytes)
@@ -284,8 +266,7 @@ async def crash_round(cfg: CrashConfig, servers: Servers, name: str) -> Round:
     await asyncio.to_thread(direct.flushall)
     sim_config = SimulatorConfig(
         api_key=API_KEY, symbols=bench_symbols(cfg.symbols), events_per_second=cfg.rate,
-        wall_clock=True, track_latest=True, track_times=True, rest=False, auth_timeout_s=None,
-        mix=cfg.mix,
+        wall_clock=True, track_latest=True, rest=False, auth_timeout_s=None,
     )  # fmt: skip
     children: list[Child] = []
     try:
@@ -303,7 +284,6 @@ async def crash_round(cfg: CrashConfig, servers: Servers, name: str) -> Round:
                 # what was handed to the killed process's sockets.
                 conns = [c for h in sim.truth.hosts.values() for c in h.connections.values()]
                 counts = [dict(c.counts) for c in conns]
-                sent = [{ch: list(v) for ch, v in c.sent.items()} for c in conns]
                 newest = [dict(h.latest) for h in sim.truth.hosts.values()]
                 first.proc.kill()
                 killed_ms = int(time.time() * 1000)
@@ -366,12 +346,11 @@ async def crash_round(cfg: CrashConfig, servers: Servers, name: str) -> Round:
     before, after, line_bytes, result.bad_lines = counted
     result.archived = before
     result.restart_archived = sum(after.values())
-    result.bound_s = cfg.max_unuploaded_s
     for ch in CHANNELS:
         delivered = result.delivered.get(ch, 0)
         result.lost[ch] = delivered - before[ch]
-        first_lost = _delivered_at(sent, ch, before[ch] + 1)
-        result.lost_s[ch] = 0.0 if first_lost is None else killed_ms / 1000 - first_lost
+        rate = result.rate.get(ch, 0.0)
+        result.lost_s[ch] = result.lost[ch] / rate if rate else 0.0
         result.lost_bytes[ch] = int(result.lost[ch] * line_bytes[ch])
     _judge(result, expected, final, second.log_tail())
     return result
@@ -387,22 +366,6 @@ def _delivered(result: Round, conns: list[Any], counts: list[dict], now_s: float
                 end = c.closed_at_s if c.closed_at_s is not None else now_s
                 seconds[ch] = seconds.get(ch, 0.0) + min(end, now_s) - c.authenticated_at_s
     result.rate = {ch: result.delivered[ch] / s for ch, s in seconds.items() if s > 0}
-
-
-Sent = list[dict[str, list[tuple[float, int]]]]
-"""Per connection, ``ConnectionTruth.sent``: per channel ``(time, events)`` per frame."""
-
-
-def _delivered_at(sent: Sent, ch: str, nth: int) -> float | None:
-    """When the ``nth`` event of channel ``ch`` (from 1, all connections in time order) was
-    delivered; None when fewer were."""
-    frames = sorted(frame for by_channel in sent for frame in by_channel.get(ch, []))
-    seen = 0
-    for at_s, count in frames:
-        seen += count
-        if seen >= nth:
-            return at_s
-    return None
 
 
 def _pending(
@@ -455,9 +418,6 @@ def _judge(result: Round, expected: dict[str, int], final: dict[str, int], log: 
     short = [k for k, size in expected.items() if size and final.get(k, 0) < size]
     if short:
         result.problems.append(f"objects smaller than their uploaded parts at the kill: {short}")
-    late = {ch: round(s, 2) for ch, s in result.lost_s.items() if s >= result.bound_s}
-    if late:
-        result.problems.append(f"loss over S3_MAX_UNUPLOADED_SEC={result.bound_s:g} s: {late}")
     if any(n < 0 for n in result.lost.values()):
         result.problems.append(f"more lines archived than delivered: {result.lost}")
     if result.fresh_after_s is None:
@@ -485,11 +445,9 @@ def render(rounds: list[Round], cfg: CrashConfig) -> str:
     part = cfg.part_size_bytes or 16 * 1024 * 1024
     out = [
         f"SIGKILL at {cfg.rate:,.0f} events/s per host, {cfg.symbols} symbols, "
-        f"S3 part size {part / 2**20:g} MiB, S3_MAX_UNUPLOADED_SEC={cfg.max_unuploaded_s:g}; "
-        "restart with the same environment",
+        f"S3 part size {part / 2**20:g} MiB; restart with the same environment",
         "",
-        "S3 archive: lines delivered to the killed process vs its lines in S3 at the end;",
-        "lost (s): how long before the kill the first lost line was delivered",
+        "S3 archive: lines delivered to the killed process vs its lines in S3 at the end",
         "round  killed after (s)  channel  delivered   archived      lost  lost (s)  lost (MiB)",
     ]
     for i, r in enumerate(rounds, 1):
@@ -547,7 +505,6 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--after", type=float, default=5.0, help="seconds the restart runs")
     parser.add_argument("--part-size", type=int, default=None, help="S3_PART_SIZE_BYTES")
-    parser.add_argument("--max-unuploaded", type=float, default=60.0, help="S3_MAX_UNUPLOADED_SEC")
     parser.add_argument("--json", type=Path, default=None, help="also write the rounds here")
     args = parser.parse_args(argv)
     configs = [
@@ -558,7 +515,6 @@ def main(argv: list[str] | None = None) -> int:
             args.after,
             30.0,
             args.part_size,
-            max_unuploaded_s=args.max_unuploaded,
         )  # fmt: skip
         for i in range(args.repeat)
     ]

@@ -35,13 +35,9 @@ Orderly stop (:meth:`aclose`): every open object is completed, the markers delet
 :meth:`recover`, which completes uploads with their parts, aborts those with none, removes
 stale markers and seeds ``seq``.
 
-Crash loss bound (``max_unuploaded_s``, ``S3_MAX_UNUPLOADED_SEC``, default 60 s): no line
-waits longer than that in memory before S3 holds it in a part recovery would complete.
-Busy channels fill parts long before; for a quiet one the supervisor sends the tail when
-its oldest unsent line is due (``polygon_core.durability``: a copy under its part number
-below 5 MiB, a part cut of its own from 5 MiB). So a SIGKILL loses at most the last
-``max_unuploaded_s`` of each channel while S3 answers; in an outage, what buffered, capped
-by ``max_buffer_bytes``.
+Crash loss bound: what was in memory and not yet in an uploaded part, i.e. per channel up to
+one part size of the open object's buffer, plus the parts queued or in flight, all capped by
+``max_buffer_bytes`` (at defaults: typically under 4 x 16 MiB + 4 x 16 MiB, at most 512 MiB).
 """
 
 from __future__ import annotations
@@ -53,13 +49,11 @@ from collections.abc import Callable
 from typing import Any
 
 from polygon_adapters.s3_markers import FolderMarkers
-from polygon_adapters.s3_objects import ObjectUploader
-from polygon_adapters.s3_parts import ArchiveObject
+from polygon_adapters.s3_objects import ArchiveObject, ObjectUploader
 from polygon_adapters.s3_recovery import RecoveryReport
 from polygon_adapters.s3_startup import StartupRecovery
 from polygon_adapters.s3_stats import AppendCounts, ArchiveStats, DropLog
 from polygon_adapters.s3_upload import S3Requests, S3RetryPolicy, open_s3_client
-from polygon_core.durability import DurabilityPolicy, TailAction
 from polygon_core.events import Channel
 from polygon_core.ports import Clock
 from polygon_core.rotation import RotationPolicy, SeqCounter, Window, marker_key, object_key
@@ -67,7 +61,6 @@ from polygon_core.rotation import RotationPolicy, SeqCounter, Window, marker_key
 __all__ = [
     "DEFAULT_CLOSE_TIMEOUT_S",
     "DEFAULT_MAX_BUFFER_BYTES",
-    "DEFAULT_MAX_UNUPLOADED_S",
     "ArchiveStats",
     "RecoveryReport",
     "S3MultipartArchive",
@@ -79,7 +72,6 @@ logger = logging.getLogger(__name__)
 
 DEFAULT_MAX_BUFFER_BYTES = 512 * 1024 * 1024
 DEFAULT_CLOSE_TIMEOUT_S = 90.0
-DEFAULT_MAX_UNUPLOADED_S = 60.0
 
 
 class _Lane(AppendCounts):
@@ -120,7 +112,6 @@ class S3MultipartArchive:
         recovery_lookback_hours: int = 48,
         recover_others_after_s: float | None = None,
         rng: Callable[[], float] = random.random,
-        max_unuploaded_s: float = DEFAULT_MAX_UNUPLOADED_S,
     ) -> None:
         smallest = min(policy.part_size_bytes, policy.max_object_bytes)
         if max_buffer_bytes < smallest:
@@ -141,9 +132,6 @@ class S3MultipartArchive:
         self._limit = max_buffer_bytes
         self._max_object = policy.max_object_bytes
         self._part_size = policy.part_size_bytes
-        self._durability = DurabilityPolicy(
-            max_unuploaded_s, policy.part_size_bytes, policy.max_object_bytes
-        )
         self._retry = retry or S3RetryPolicy()
         self._close_timeout_s = close_timeout_s
         self._tick_s = tick_s
@@ -215,8 +203,6 @@ class S3MultipartArchive:
         ):
             obj = self._roll(lane, channel, obj, ingest_ms)
         obj.add(line, count, self._part_size)
-        if obj.pending_s is None:
-            obj.pending_s = self._clock.monotonic_s()
         obj.size_bytes += n
         obj.lines += count
         lane.lines += count
@@ -272,22 +258,7 @@ class S3MultipartArchive:
         if obj.closing:
             return
         obj.closing = True
-        obj.cut_tail()
-
-    def _due(self, obj: ArchiveObject) -> None:
-        """The oldest line of ``obj``'s tail has waited ``send_after_s``: make it durable."""
-        obj.pending_s = None
-        if not obj.filled:
-            return
-        action = self._durability.action(obj.filled, obj.next_part, obj.size_bytes)
-        if action is TailAction.SEND:
-            obj.copy_tail()
-        elif action is TailAction.CUT:
-            self.stats.time_cuts += 1
-            obj.cut_tail()
-        else:
-            self.stats.time_rotations += 1
-            self._close(obj)
+        obj.finish()
 
     # -- background work ---------------------------------------------------------------------
 
@@ -311,20 +282,13 @@ class S3MultipartArchive:
             if self._closing:
                 return
             now_ms = clock.time_ms()
-            now_s = clock.monotonic_s()
             timeout = self._tick_s
             for obj in self._open_objects():
                 if now_ms >= obj.window.end_ms:
                     logger.debug("S3 archive: window of %s ended", obj.key)
                     self._close(obj)
-                    continue
-                timeout = min(timeout, (obj.window.end_ms - now_ms) / 1000)
-                if obj.pending_s is not None:
-                    due_s = self._durability.due_s(obj.pending_s)
-                    if now_s >= due_s:
-                        self._due(obj)
-                    else:
-                        timeout = min(timeout, due_s - now_s)
+                else:
+                    timeout = min(timeout, (obj.window.end_ms - now_ms) / 1000)
             self._drops.tick(clock.monotonic_s())
             self.stats.in_outage = self._requests.in_outage
             self._wake.clear()

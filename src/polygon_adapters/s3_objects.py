@@ -1,18 +1,10 @@
 """One archive object's way to S3: create the upload, upload its parts, complete it.
 
-:class:`~polygon_adapters.s3_parts.ArchiveObject` is filled by ``S3MultipartArchive.append``;
+:class:`ArchiveObject` is filled synchronously by ``S3MultipartArchive.append``;
 :meth:`ObjectUploader.drive` runs as one task per object. Parts of all objects share one
 semaphore (``upload_concurrency`` part uploads in flight); parts of one object may upload
 concurrently and are completed in part-number order. Memory is accounted in
 ``ArchiveStats.bytes_buffered``: a part's bytes leave it when the part is uploaded.
-
-Tail copies (``S3_MAX_UNUPLOADED_SEC``, see ``polygon_core.durability``): a quiet object's
-part being filled is sent, as a copy, under the part number it will keep; S3 keeps the
-last upload of a part number. So that the real part is that last upload, it waits while a
-copy of its number is in flight, and a queued copy whose part has been cut since is
-dropped. A real part equal to the newest copy S3 holds (nothing added since) is not sent
-again: the copy's ETag completes the object. Copies take an upload slot; they are not
-counted in ``bytes_buffered`` (each is under 5 MiB, one per channel at a time).
 
 When S3 refuses an object for good (its upload vanished, e.g. aborted by a lifecycle
 rule), the object is logged as LOST, counted in ``objects_failed``/``lost_lines``, and its
@@ -25,20 +17,136 @@ from __future__ import annotations
 import asyncio
 import io
 import logging
+from collections import deque
 from collections.abc import Callable
 from functools import partial
 from typing import Any
 
 from polygon_adapters.s3_markers import FolderMarkers
-from polygon_adapters.s3_parts import ArchiveObject, Part
 from polygon_adapters.s3_stats import ArchiveStats
 from polygon_adapters.s3_upload import CONTENT_TYPE, S3Requests, error_code
 from polygon_core.errors import ArchiveError
+from polygon_core.events import Channel
 from polygon_core.ports import Clock
+from polygon_core.rotation import Window
 
-__all__ = ["ObjectUploader"]
+__all__ = ["ArchiveObject", "ObjectUploader", "Part"]
 
 logger = logging.getLogger("polygon_adapters.s3_archive")
+
+
+class Part:
+    """A cut part: its number, bytes (the ``BytesIO`` it was filled in, sent as is), size,
+    and how many line ends it holds."""
+
+    __slots__ = ("number", "data", "size", "lines")
+
+    def __init__(self, number: int, data: io.BytesIO, size: int, lines: int) -> None:
+        self.number = number
+        self.data = data
+        self.size = size
+        self.lines = lines
+
+
+class ArchiveObject:
+    """One object of one (channel, window): its part being filled, parts and upload state.
+
+    Lines are written once, into the ``BytesIO`` of the part they fall in, which is then
+    uploaded as it is (botocore and aiohttp read a ``BytesIO`` body without copying it
+    whole first, as they would a ``bytes`` one); line ends are counted as lines come in,
+    not by scanning parts.
+    """
+
+    __slots__ = (
+        "channel", "window", "end_ms", "seq", "key", "marker", "opened_ms", "opened_s", "part",
+        "filled", "part_lines", "size_bytes", "lines", "uploaded_bytes", "uploaded_lines",
+        "ready", "next_part", "etags", "in_flight", "upload_id", "closing", "done", "error",
+        "wake",
+    )  # fmt: skip
+
+    def __init__(
+        self,
+        channel: Channel,
+        window: Window,
+        seq: int,
+        key: str,
+        marker: str,
+        opened_ms: int,
+        opened_s: float,
+    ) -> None:
+        self.channel = channel
+        self.window = window
+        self.end_ms = window.end_ms
+        self.seq = seq
+        self.key = key
+        self.marker = marker
+        self.opened_ms = opened_ms
+        self.opened_s = opened_s
+        self.part = io.BytesIO()
+        self.filled = 0
+        """Bytes in ``part`` (not yet cut)."""
+        self.part_lines = 0
+        """Line ends in ``part``."""
+        self.size_bytes = 0
+        self.lines = 0
+        self.uploaded_bytes = 0
+        self.uploaded_lines = 0
+        self.ready: deque[Part] = deque()
+        self.next_part = 1
+        self.etags: dict[int, str] = {}
+        self.in_flight = 0
+        self.upload_id = ""
+        self.closing = False
+        self.done = False
+        self.error: ArchiveError | None = None
+        self.wake = asyncio.Event()
+
+    def add(self, lines: bytes, count: int, part_size: int) -> None:
+        """Write ``lines`` (``count`` line ends; they end with one) and cut a part at the
+        first line end at or past ``part_size`` bytes, so every part holds whole lines and
+        all but the last are at least ``part_size`` (S3's 5 MiB minimum)."""
+        n = len(lines)
+        room = part_size - self.filled
+        if n < room:
+            self.part.write(lines)
+            self.filled += n
+            self.part_lines += count
+            return
+        view = memoryview(lines)
+        start = 0
+        while n - start >= room:
+            end = lines.find(b"\n", start + room - 1) + 1  # found: lines end with one
+            head = lines.count(b"\n", start, end)
+            self.part.write(view[start:end])
+            self.filled += end - start
+            self.part_lines += head
+            count -= head
+            self._cut()
+            start = end
+            room = part_size
+        if start < n:
+            self.part.write(view[start:])
+            self.filled = n - start
+            self.part_lines = count
+        self.wake.set()
+
+    def finish(self) -> None:
+        """Cut what is left as the last part (it may be small)."""
+        if self.filled:
+            self._cut()
+        self.wake.set()
+
+    def discard(self) -> None:
+        """Drop the part being filled and the parts not yet uploading."""
+        self.part = io.BytesIO()
+        self.filled = self.part_lines = 0
+        self.ready.clear()
+
+    def _cut(self) -> None:
+        self.ready.append(Part(self.next_part, self.part, self.filled, self.part_lines))
+        self.next_part += 1
+        self.part = io.BytesIO()
+        self.filled = self.part_lines = 0
 
 
 class ObjectUploader:
@@ -80,23 +188,11 @@ class ObjectUploader:
             await self._markers.opened(obj.marker, obj.key, obj.upload_id, obj.opened_ms)
             while True:
                 while obj.ready and obj.error is None:
-                    part = obj.ready[0]
-                    if part.number == obj.tail_sending:
-                        break  # its copy is on the way: S3 must keep this, the later upload
-                    obj.ready.popleft()
-                    sent = obj.tail_sent
-                    if sent is not None and sent.number == part.number and sent.size == part.size:
-                        self._uploaded(obj, part, sent.etag)  # unchanged since its copy
-                        continue
                     await self._slots.acquire()
-                    self._spawn(pending, obj, part)
-                copy = obj.tail_copy
-                if copy is not None and not obj.tail_sending and obj.error is None:
-                    obj.tail_copy = None
-                    if copy.number == obj.next_part:  # else its part has been cut since
-                        await self._slots.acquire()
-                        obj.tail_sending = copy.number
-                        self._spawn(pending, obj, copy, copy=True)
+                    obj.in_flight += 1
+                    task = asyncio.create_task(self._upload_part(obj, obj.ready.popleft()))
+                    pending.add(task)
+                    task.add_done_callback(pending.discard)
                 if obj.error is not None:
                     raise obj.error
                 if obj.closing and not obj.ready and not obj.in_flight:
@@ -124,16 +220,7 @@ class ObjectUploader:
         result: dict[str, Any] = await self._requests.call(what, request, attempts=attempts)
         return result
 
-    def _spawn(
-        self, pending: set[asyncio.Task[None]], obj: ArchiveObject, part: Part, copy: bool = False
-    ) -> None:
-        """Upload ``part`` (or a tail copy) in a task; a slot is already held."""
-        obj.in_flight += 1
-        task = asyncio.create_task(self._upload_part(obj, part, copy))
-        pending.add(task)
-        task.add_done_callback(pending.discard)
-
-    async def _upload_part(self, obj: ArchiveObject, part: Part, copy: bool) -> None:
+    async def _upload_part(self, obj: ArchiveObject, part: Part) -> None:
         upload = partial(
             self._client.upload_part,
             Bucket=self._bucket,
@@ -155,24 +242,10 @@ class ObjectUploader:
             return
         finally:
             obj.in_flight -= 1
-            if copy:
-                obj.tail_sending = 0
             self._slots.release()
             obj.wake.set()
-        etag = str(answer["ETag"])
-        if not copy:
-            self._uploaded(obj, part, etag)
-            return
-        sent = Part(part.number, io.BytesIO(), part.size, part.lines)  # the copy's bytes go
-        sent.etag = etag
-        obj.tail_sent = sent
-        self._stats.tail_copies_uploaded += 1
-        self._stats.tail_copy_bytes += part.size
-        logger.debug("S3 archive: %s tail copy %d sent (%d bytes)", obj.key, part.number, part.size)
-
-    def _uploaded(self, obj: ArchiveObject, part: Part, etag: str) -> None:
         size = part.size
-        obj.etags[part.number] = etag
+        obj.etags[part.number] = str(answer["ETag"])
         obj.uploaded_bytes += size
         obj.uploaded_lines += part.lines
         stats = self._stats
@@ -229,7 +302,7 @@ class ObjectUploader:
             stats.lost_bytes += obj.size_bytes
         else:  # its uploaded parts are completed by the next start's recovery
             stats.objects_abandoned += 1
-            stats.lost_lines += obj.lines - obj.durable_lines
+            stats.lost_lines += obj.lines - obj.uploaded_lines
             stats.lost_bytes += held
         obj.discard()
 

@@ -23,7 +23,7 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from polygon_adapters.s3_parts import ArchiveObject
+from polygon_adapters.s3_objects import ArchiveObject
 from polygon_adapters.s3_recovery import (
     RecoveryReport,
     highest_seqs,

@@ -47,13 +47,6 @@ class ArchiveStats:
     lines_buffered: int = 0
     parts_uploaded: int = 0
     bytes_uploaded: int = 0
-    tail_copies_uploaded: int = 0
-    """Copies of a quiet object's last part sent for ``S3_MAX_UNUPLOADED_SEC``."""
-    tail_copy_bytes: int = 0
-    time_cuts: int = 0
-    """Parts cut (at 5 MiB or more) because their oldest line was due."""
-    time_rotations: int = 0
-    """Objects completed early because their tail was due and part numbers ran short."""
     objects_opened: int = 0
     objects_completed: int = 0
     objects_failed: int = 0

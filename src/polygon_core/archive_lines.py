@@ -7,7 +7,7 @@ lines :func:`archive_line` gives for its elements (property-tested and fuzzed).
 
 On the decoder's whole-frame fast path (``DecodedFrame.bodies``: the frame split at its
 ``},{`` boundaries) a block is one ``bytes.join`` over cached heads, the frame's stamp and
-the bodies; heads are cached per channel and symbol (bounded dicts).
+the bodies; heads are cached per channel and symbol (self-filling, bounded dicts).
 """
 
 from __future__ import annotations
@@ -50,22 +50,28 @@ class _Heads(dict[tuple[Channel, str | None], bytes]):
         return head
 
 
-def _add_join(joins: dict[str, bytes], channel: Channel, symbol: str) -> bytes:
-    """Fill ``joins`` (one channel's ``symbol`` -> ``}\\n`` + the line head: the end of the
-    line before and the head of the next, one piece on the fast path) for ``symbol``; the
-    cache is bounded by emptying it. The dicts are plain ``dict``s, not self-filling
-    subclasses: CPython specialises ``d[key]`` for an exact ``dict`` only (callgrind: ~190
-    instructions per element less)."""
-    join = _LINE_END + _make_head(channel, symbol)
-    if len(joins) >= _HEADS_LIMIT:
-        joins.clear()
-    joins[symbol] = join
-    return join
+class _Joins(dict[str, bytes]):
+    """One channel's ``symbol`` -> ``}\\n`` + the line head: the end of the line before and
+    the head of the next, one piece on the fast path. Self-filling and bounded like
+    :class:`_Heads`."""
+
+    __slots__ = ("channel",)
+
+    def __init__(self, channel: Channel) -> None:
+        super().__init__()
+        self.channel = channel
+
+    def __missing__(self, symbol: str) -> bytes:
+        join = _LINE_END + _make_head(self.channel, symbol)
+        if len(self) >= _HEADS_LIMIT:
+            self.clear()
+        self[symbol] = join
+        return join
 
 
 _HEADS = _Heads()
 _EVENT_TYPES = (MinuteAggregate, FairMarketValue, Trade, Quote)
-_JOINS_BY_TYPE: dict[type, dict[str, bytes]] = {cls: {} for cls in _EVENT_TYPES}
+_JOINS_BY_TYPE: dict[type, _Joins] = {cls: _Joins(cls.channel) for cls in _EVENT_TYPES}
 
 
 def archive_line(
@@ -79,7 +85,7 @@ def archive_line(
     (a raw line break cannot occur inside a JSON string, so nothing else changes).
     """
     data = raw if type(raw) is bytes else bytes(raw)
-    if data.find(b"\n") >= 0 or data.find(b"\r") >= 0:  # find: see codec._bodies
+    if b"\n" in data or b"\r" in data:
         data = data.translate(_BREAKS_TO_SPACES)
     body = memoryview(data)
     head = _HEADS[(channel, symbol)]
@@ -112,37 +118,19 @@ def archive_blocks(frame: DecodedFrame, ingest_ts: bytes) -> list[tuple[Channel,
     # The fast path: each body is an accepted event's object without its braces. Each
     # element adds "}\n" + head (the end of the line before and its own head, one cached
     # piece), the stamp and its body; the first loses its "}\n", the block ends with "}\n".
-    # Frames come in runs of one event type: the type's heads and two lists are looked up
-    # once per run (one tuple), not per element. The loop only appends each element's head
-    # and body to its type's two lists; the stamp goes in between by slice assignment, in C,
-    # per block (callgrind, issue 17c: a 3-tuple per element added to one list, and the
-    # heads in self-filling dict subclasses, cost ~22 % more instructions here).
     stamp = ingest_ts + b'",'
-    runs: dict[type, tuple[dict[str, bytes], list[bytes], list[bytes]]] = {}
-    last: type | None = None
-    joins: dict[str, bytes] = {}
-    heads: list[bytes] = []
-    body_list: list[bytes] = []
+    parts: dict[type, list[bytes]] = {}
+    joins = _JOINS_BY_TYPE
     for event, body in zip(frame.events, bodies, strict=True):
         kind = type(event)
-        if kind is not last:
-            last = kind
-            found = runs.get(kind)
-            if found is None:
-                found = runs[kind] = (_JOINS_BY_TYPE[kind], [], [])
-            joins, heads, body_list = found
-        try:
-            heads.append(joins[event.symbol])
-        except KeyError:
-            heads.append(_add_join(joins, kind.channel, event.symbol))
-        body_list.append(body)
+        pieces = parts.get(kind)
+        if pieces is None:
+            parts[kind] = [joins[kind][event.symbol][2:], stamp, body]
+        else:
+            pieces += (joins[kind][event.symbol], stamp, body)
     blocks: list[tuple[Channel, bytes, int]] = []
-    for kind, (_, heads, body_list) in runs.items():
-        count = len(heads)
-        pieces = [stamp] * (3 * count)
-        pieces[0::3] = heads
-        pieces[2::3] = body_list
-        pieces[0] = heads[0][2:]
+    for kind, pieces in parts.items():
+        count = len(pieces) // 3
         pieces.append(_LINE_END)
         blocks.append((kind.channel, b"".join(pieces), count))
     return blocks

@@ -66,7 +66,6 @@ async def s3_archive(
             close_timeout_s=settings.shutdown_timeout_s,
             # HA: a predecessor may be completing its objects for its shutdown timeout
             recover_others_after_s=settings.shutdown_timeout_s if settings.ha_enabled else None,
-            max_unuploaded_s=settings.s3_max_unuploaded_s,
         )
         try:  # recovery runs in the background (archive.run()): S3 never holds the start up
             yield archive

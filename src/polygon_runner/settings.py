@@ -85,7 +85,6 @@ class Settings:
     s3_part_size_bytes: int = 16 * 1024 * 1024
     s3_use_marker: bool = True
     s3_max_buffer_bytes: int = 512 * 1024 * 1024
-    s3_max_unuploaded_s: float = 60.0
     health_port: int = 8080
     log_format: Literal["json", "text"] = "json"
     log_level: str = "INFO"
@@ -370,7 +369,6 @@ def load_settings(environ: Mapping[str, str], dotenv: Path | None = None) -> Set
         s3_part_size_bytes=part_size,
         s3_use_marker=r.flag("S3_USE_MARKER", True),
         s3_max_buffer_bytes=buffer_budget,
-        s3_max_unuploaded_s=r.number("S3_MAX_UNUPLOADED_SEC", 60.0, 1.0),
         health_port=r.integer("HEALTH_PORT", 8080, 0, 65535),
         log_format=r.parse("LOG_FORMAT", "json", _log_format),
         log_level=r.parse("LOG_LEVEL", "INFO", _log_level),

@@ -90,9 +90,6 @@ class SimulatorConfig:
     its channel, once; an event nobody subscribes to when its turn comes is skipped."""
     track_latest: bool = False
     """Record the newest delivered event per (channel, symbol) in the truth (slower)."""
-    track_times: bool = False
-    """Record when each data frame was delivered, with its events per channel
-    (``ConnectionTruth.sent``): when the n-th event of a channel went out."""
     wall_clock: bool | None = None
     """Event times from the wall clock (``t = max(now, previous + 1)`` per symbol), or from
     a synthetic clock starting at ``start_ms`` and advancing 1 ms per event. ``None``:

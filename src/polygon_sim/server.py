@@ -68,7 +68,7 @@ class PolygonSimulator:
         """``writer``: each authenticated connection's data writer instead of the market's
         (replay's, :mod:`polygon_sim.replay`)."""
         self.config = config = config or SimulatorConfig()
-        self.truth = Truth(track_latest=config.track_latest, track_times=config.track_times)
+        self.truth = Truth(track_latest=config.track_latest)
         self.faults = Faults(self._kill, self._wake)
         start_ms = config.synthetic_start_ms
         mix = dict(config.mix)

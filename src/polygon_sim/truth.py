@@ -12,8 +12,6 @@ an abrupt drop the counts here are an upper bound of what a client can have rece
 * optionally (``track_latest``) the newest event delivered per (channel, symbol): greatest
   event time (``s`` for ``AM``, ``t`` otherwise), the later delivery winning ties, which is
   exactly what latest-wins should leave in Redis;
-* optionally (``track_times``) per connection and channel, when each data frame went out
-  and how many of the channel's events it held (``ConnectionTruth.sent``);
 * a log of connection events.
 """
 
@@ -98,8 +96,6 @@ class ConnectionTruth:
     topics: set[str] = field(default_factory=set)
     """Topics currently held, as acknowledged (``AM.AAPL``, ``T.*``)."""
     subscribe_requests: int = 0
-    sent: dict[str, list[tuple[float, int]]] = field(default_factory=dict)
-    """With ``track_times``: per channel, ``(time.time(), events)`` of each data frame."""
 
 
 @dataclass(slots=True)
@@ -118,9 +114,8 @@ class HostTruth:
 class Truth:
     """Everything the simulator delivered; see the module docstring."""
 
-    def __init__(self, track_latest: bool = False, track_times: bool = False) -> None:
+    def __init__(self, track_latest: bool = False) -> None:
         self.track_latest = track_latest
-        self.track_times = track_times
         self.hosts = {
             role: HostTruth(role, counts={c.value: 0 for c in role.channels}) for role in FeedRole
         }
@@ -220,14 +215,11 @@ class Truth:
         """Record one data frame: ``counts[i]`` events of ``channels[i]``."""
         host = self.hosts[conn.host]
         n = 0
-        now_s = time.time() if self.track_times else 0.0
         for channel, count in zip(channels, counts, strict=True):
             if count:
                 conn.counts[channel] += count
                 host.counts[channel] += count
                 n += count
-                if now_s:
-                    conn.sent.setdefault(channel, []).append((now_s, count))
         conn.events += n
         conn.frames += 1
         conn.bytes += nbytes

@@ -32,7 +32,7 @@ from hypothesis.stateful import RuleBasedStateMachine, rule, run_state_machine_a
 from polygon_adapters.memory import InMemoryArchive, ManualClock
 from polygon_adapters.s3_archive import S3MultipartArchive, S3RetryPolicy
 from polygon_adapters.s3_markers import marker_metadata
-from polygon_adapters.s3_parts import ArchiveObject
+from polygon_adapters.s3_objects import ArchiveObject
 from polygon_adapters.s3_upload import open_s3_client
 from polygon_core.archive_lines import archive_line
 from polygon_core.archive_policy import UploadedPart, completable_parts, lookback_folders
@@ -223,7 +223,7 @@ def test_parts_end_on_line_ends(blocks: list[list[int]], part_size: int) -> None
         lines = b"".join(b"x" * (n - 1) + b"\n" for n in block)
         obj.add(lines, len(block), part_size)
         written.append(lines)
-    obj.cut_tail()
+    obj.finish()
     parts = list(obj.ready)
     assert b"".join(p.data.getvalue() for p in parts) == b"".join(written)
     assert [p.number for p in parts] == list(range(1, len(parts) + 1))

@@ -1,13 +1,10 @@
 """A CI-sized crash check (``python -m bench.crash`` is the full measurement).
 
-The real service is SIGKILLed once S3 holds at least one uploaded part and it has run for
-more than twice ``S3_MAX_UNUPLOADED_SEC`` (4 s here), then restarted with the same
-environment and stopped with SIGTERM. The restarted service must exit 0, leave no open
-multipart upload and no ``uploading.marker``, and the archive must hold at least what the
-killed process had uploaded (recovery completes its contiguous parts), and every line of
-every object, recovered ones included, must parse as JSON (parts end on line ends). On
-every channel, the quiet ``AM`` (~500 lines/s: no full part in the run) included, the first
-lost line was delivered less than ``S3_MAX_UNUPLOADED_SEC`` before the kill.
+The real service is SIGKILLed once S3 holds at least one uploaded part, then restarted with
+the same environment and stopped with SIGTERM. The restarted service must exit 0, leave no
+open multipart upload and no ``uploading.marker``, and the archive must hold at least what
+the killed process had uploaded (recovery completes its contiguous parts), and every line
+of every object, recovered ones included, must parse as JSON (parts end on line ends).
 """
 
 from __future__ import annotations
@@ -31,12 +28,11 @@ async def test_restart_after_sigkill_recovers_the_archive_and_leaves_nothing(tmp
     config = CrashConfig(
         rate=20_000.0,
         symbols=200,
-        warmup_s=9.0,
+        warmup_s=2.0,
         after_s=2.0,
         fresh_timeout_s=15.0,
         part_size_bytes=5 * MIB,
         min_uploaded_bytes=5 * MIB,
-        max_unuploaded_s=4.0,
     )
     [result] = await run_rounds([config], tmp_path)
     assert result.restart_exit == 0, result.problems
@@ -48,7 +44,4 @@ async def test_restart_after_sigkill_recovers_the_archive_and_leaves_nothing(tmp
         assert 0 <= result.archived[channel] <= result.delivered[channel], channel
     assert result.restart_archived > 0
     assert result.bad_lines == 0  # every line of every object parses, recovered ones too
-    assert result.delivered["AM"] > 0
-    for channel in CHANNELS:  # without the bound, AM would lose all 9 s: no part fills
-        assert 0 <= result.lost_s[channel] < 4.0, (channel, result.lost_s)
     assert not result.problems, result.problems

@@ -8,7 +8,6 @@ import pytest
 from hypothesis import example, given
 from hypothesis import strategies as st
 
-from polygon_core import archive_lines
 from polygon_core.archive_lines import archive_blocks, archive_line
 from polygon_core.codec import (
     DecodedFrame,
@@ -453,24 +452,3 @@ def test_odd_frames_reach_the_fast_path() -> None:
     assert archive_blocks(frame, b"x") == blocks_from_lines(
         FrameDecoder().decode(data, keep_raw=True), b"x"
     )
-
-
-def test_archive_blocks_head_cache_stays_bounded_and_exact(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The fast path's per-type head caches are emptied at their limit, and lines built
-    after an emptying (and from a cold cache) are still byte for byte the reference's."""
-    monkeypatch.setattr(archive_lines, "_HEADS_LIMIT", 3)
-    joins = archive_lines._JOINS_BY_TYPE[Trade]
-    joins.clear()
-    stamp = b"2025-01-01T00:00:00.000Z"
-    warm = FrameDecoder()
-    for round_ in range(3):
-        trades = [
-            {"ev": "T", "sym": f"S{i}", "p": 1, "s": round_, "t": 1} for i in range(round_, 8)
-        ]
-        data = s.dumps([*trades, {"ev": "FMV", "sym": "S1", "fmv": 1, "t": 2}])
-        warm.decode(data)
-        frame = warm.decode(data, keep_raw=True)
-        assert frame.bodies is not None
-        reference = FrameDecoder().decode(data, keep_raw=True)
-        assert archive_blocks(frame, stamp) == blocks_from_lines(reference, stamp)
-        assert 1 <= len(joins) <= 3
