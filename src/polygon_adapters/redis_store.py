@@ -9,13 +9,10 @@ URLs (``REDIS_URL``):
   a Redis Cluster reached through any one node; the client discovers the others.
 
 A batch is written as one non-transactional pipeline of ``SET key value EX ttl``. On a single
-server the commands are packed into RESP bytes once and written to one connection the store
-keeps for its batches (:mod:`polygon_adapters.redis_link`: no pool round trip per batch),
-and the replies are read back in order, each socket read under the read timeout
-(:func:`~polygon_adapters.redis_wire.read_replies`; redis-py's pipeline object costs about
-40 times more client CPU per command). The fenced write (``HA_ENABLED``) keeps the pool's
-connections (:mod:`polygon_adapters.redis_fenced`). On a cluster, redis-py's cluster
-pipeline routes each command to its slot's node.
+server the commands are packed into RESP bytes once and sent on one pooled connection, and
+the replies are read back in order (redis-py's pipeline object costs about 40 times more
+client CPU per command). On a cluster, redis-py's cluster pipeline routes each command to its
+slot's node.
 
 Timeouts and retries are explicit: connect 2 s, read/write 5 s, and two quick retries with
 exponential backoff inside redis-py for its own commands (``from_url`` has no retries by
@@ -52,7 +49,6 @@ from polygon_adapters.lease_scripts import Fence
 from polygon_adapters.redis_errors import ErrorKind, classify, describe, worst
 from polygon_adapters.redis_fenced import put_fenced
 from polygon_adapters.redis_lease import RedisLease
-from polygon_adapters.redis_link import WriteLink
 from polygon_adapters.redis_wire import pack_sets, read_replies
 from polygon_core.errors import LeaseLost, StoreRejected, StoreUnavailable
 from polygon_core.ports import LatestValue
@@ -109,8 +105,6 @@ class RedisLatestStore:
         self._left_at: float | None = None
         self._peer: str | None = None
         self._has_written = False
-        self._link = WriteLink(client.connection_pool) if isinstance(client, Redis) else None
-        self._writing = asyncio.Lock()
         self.fence: Fence | None = None
         """Set while ``HA_ENABLED``: every batch is then one fenced, latest-wins script."""
 
@@ -173,7 +167,7 @@ class RedisLatestStore:
             elif isinstance(self._client, RedisCluster):
                 errors = await self._put_cluster(self._client, values)
             else:
-                errors = await self._put_packed(values)
+                errors = await self._put_packed(self._client, values)
         except (RedisError, OSError) as exc:
             raise await self._translate(exc) from exc
         if errors:
@@ -182,20 +176,20 @@ class RedisLatestStore:
         if self._left_at is not None:
             self._writing_again()
 
-    async def _put_packed(self, values: Sequence[LatestValue]) -> list[Any]:
+    async def _put_packed(self, client: Redis, values: Sequence[LatestValue]) -> list[Any]:
         payload = pack_sets(values)
-        link = self._link
-        assert link is not None  # a single server's client
-        async with self._writing:  # one batch on the connection at a time
-            conn = await link.connection()
-            try:
-                await link.send(conn, payload)
-                errors: list[Any] = await read_replies(conn, len(values))  # reads time out
-                if self._left_at is not None and not errors:
-                    self._peer = _peer_of(conn)
-            except BaseException:
-                await link.drop(conn)
-                raise
+        pool = client.connection_pool
+        conn = await pool.get_connection()  # type: ignore[no-untyped-call]
+        try:
+            await conn.send_packed_command(payload, check_health=True)
+            errors: list[Any] = await read_replies(conn, len(values))
+            if self._left_at is not None and not errors:
+                self._peer = _peer_of(conn)
+        except BaseException:
+            await conn.disconnect()
+            raise
+        finally:
+            await pool.release(conn)
         return errors
 
     async def _put_cluster(self, client: RedisCluster, values: Sequence[LatestValue]) -> list[Any]:
@@ -269,8 +263,6 @@ class RedisLatestStore:
         return str(value).encode()
 
     async def aclose(self) -> None:
-        if self._link is not None:
-            await self._link.aclose()
         await self._client.aclose()
 
 

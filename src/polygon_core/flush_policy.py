@@ -20,11 +20,6 @@ Two limits can hold a write back, and neither depends on the machine's speed:
   burst, a descheduled process) meets this limit, which is what keeps full-throttle
   throughput; at ordinary rates the reader catches up within microseconds of a write and
   the gap is cut at once, however long the write took on a slow or busy machine.
-  Except after a write that itself started with the reader behind: its gap holds to the
-  end even if the reader catches up meanwhile. A reader that is behind write after write
-  (a saturated feed) catches up for a moment now and then; cutting the gap each time gave
-  it many small writes (more commands per event) for no freshness it could use. At
-  ordinary rates no write starts behind, so nothing changes there.
 
 Pure: times come in as plain numbers (the ``Clock``'s monotonic seconds).
 """
@@ -37,14 +32,7 @@ __all__ = ["FlushPolicy"]
 class FlushPolicy:
     """The two limits above; the flush loop asks before each write and reports after it."""
 
-    __slots__ = (
-        "_interval_s",
-        "_max_keys",
-        "_stretch",
-        "_last_start_s",
-        "_free_at_s",
-        "started_behind",
-    )
+    __slots__ = ("_interval_s", "_max_keys", "_stretch", "_last_start_s", "_free_at_s")
 
     def __init__(
         self, *, min_interval_s: float = 0.0, max_keys: int = 10_000, busy_fraction: float = 0.25
@@ -56,8 +44,6 @@ class FlushPolicy:
         self._stretch = (1.0 - busy_fraction) / busy_fraction
         self._last_start_s = float("-inf")
         self._free_at_s = float("-inf")
-        self.started_behind = False
-        """Whether the last write started with the reader behind (its gap then holds)."""
 
     def interval_wait_s(self, now_s: float, pending: int) -> float:
         """Seconds until the minimum interval allows a write (0: it allows one now)."""
@@ -69,14 +55,9 @@ class FlushPolicy:
         """Whether a write now would exceed the busy fraction, were the reader behind."""
         return now_s < self._free_at_s
 
-    def gap_left_s(self, now_s: float) -> float:
-        """Seconds until the busy-fraction gap ends (0: not in a gap)."""
-        return max(self._free_at_s - now_s, 0.0)
-
-    def started(self, now_s: float, *, behind: bool = False) -> None:
-        """A write starts at ``now_s``; ``behind``: input was already waiting to be read."""
+    def started(self, now_s: float) -> None:
+        """A write starts at ``now_s``."""
         self._last_start_s = now_s
-        self.started_behind = behind
 
     def finished(self, now_s: float, took_s: float) -> None:
         """The write ended at ``now_s`` after ``took_s`` (the attempt that succeeded)."""

@@ -197,15 +197,10 @@ class Ingest:
             if wait > 0:
                 await scheduler.wait_for_poke(wait)  # a poke: max_keys reached, or stop
                 continue
-            behind = self.reader_behind()
-            if policy.in_budget_gap(now):
-                if policy.started_behind:  # the last write began behind: its gap holds
-                    await scheduler.wait_for_poke(policy.gap_left_s(now))  # or stop
-                    continue
-                if behind:
-                    await scheduler.sleep(0)  # let the reader take what waits, then ask again
-                    continue
-            policy.started(now, behind=behind)
+            if policy.in_budget_gap(now) and self.reader_behind():
+                await scheduler.sleep(0)  # let the reader take what waits, then ask again
+                continue
+            policy.started(now)
             await self._flush_with_retry()
             # The budget follows the write that succeeded, not the outage before it.
             policy.finished(clock.monotonic_s(), self.stats.last_flush_s)

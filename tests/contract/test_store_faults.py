@@ -113,8 +113,7 @@ async def test_redis_stopped_mid_stream_then_restarted(private_redis) -> None:
 
 async def test_a_stalled_redis_times_out_the_batch_then_writes_resume(private_redis) -> None:
     """SIGSTOP: the batch's replies never come; it fails within the socket timeout as
-    StoreUnavailable (not a hang), and after SIGCONT the kept connection is replaced and
-    writes go through again."""
+    StoreUnavailable (not a hang), and after SIGCONT writes go through again."""
     store = RedisLatestStore.from_url(private_redis.url, connect_timeout_s=0.2, timeout_s=0.3)
     await store.put_many([LatestValue("stock:trade:ST", b'{"v":1}', 60)])
     pid = private_redis.pid
@@ -131,24 +130,6 @@ async def test_a_stalled_redis_times_out_the_batch_then_writes_resume(private_re
         os.kill(pid, signal.SIGCONT)
     await store.put_many([LatestValue("stock:trade:ST", b'{"v":3}', 60)])
     assert await store.read("stock:trade:ST") == b'{"v":3}'
-    assert store.stats.resets_by_reason["connection"] >= 1
-    await store.aclose()
-
-
-async def test_a_write_connection_the_server_closed_while_idle_is_replaced_first(
-    private_redis,
-) -> None:
-    """CLIENT KILL (as a restart or the server's idle ``timeout`` does): the next batch
-    goes out on a new connection instead of failing on the dead one (no reset, no retry)."""
-    store = RedisLatestStore.from_url(private_redis.url, connect_timeout_s=0.2, timeout_s=0.5)
-    await store.put_many([LatestValue("stock:trade:IDLE", b'{"v":1}', 60)])
-    admin = aioredis.Redis.from_url(private_redis.url)
-    assert await admin.client_kill_filter(_type="normal", skipme=True) >= 1
-    await asyncio.sleep(0.2)  # the event loop takes the server's FIN (not a timing claim)
-    await store.put_many([LatestValue("stock:trade:IDLE", b'{"v":2}', 60)])
-    assert await admin.get("stock:trade:IDLE") == b'{"v":2}'
-    assert store.stats.node_resets == 0
-    await admin.aclose()
     await store.aclose()
 
 

@@ -25,17 +25,6 @@ def test_the_budget_gap_follows_the_write() -> None:
     assert not policy.in_budget_gap(10.0081)
 
 
-def test_a_write_begun_behind_is_marked_and_its_gap_measured() -> None:
-    policy = FlushPolicy(busy_fraction=0.25)
-    policy.started(10.0, behind=True)
-    policy.finished(10.002, 0.002)
-    assert policy.started_behind
-    assert policy.gap_left_s(10.004) == pytest.approx(0.004)
-    assert policy.gap_left_s(10.009) == 0.0
-    policy.started(10.009)
-    assert not policy.started_behind
-
-
 def test_min_interval_spaces_starts_with_a_leading_edge() -> None:
     policy = FlushPolicy(min_interval_s=1.0)
     assert policy.interval_wait_s(5.0, 1) == 0.0  # never flushed: at once

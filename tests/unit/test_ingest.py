@@ -349,27 +349,6 @@ async def test_a_reader_behind_holds_the_next_write_for_its_share(running) -> No
     assert store.starts[3] - store.starts[2] < 3 * work, (store.starts, work)
 
 
-async def test_a_write_begun_behind_keeps_its_gap_when_the_reader_catches_up(running) -> None:
-    """A saturated reader catches up for a moment now and then: the gap after a write that
-    started behind is not cut by that (more conflation when behind), while a write that
-    started caught up is followed at once (the test above)."""
-    behind = [True]
-    store = SlowStore(0.0)
-    ingest = Ingest(
-        store, SystemClock(), AsyncioScheduler(), flush_max_keys=10**6, flush_chunk=10**6,
-        reader_behind=lambda: behind[0],
-    )  # fmt: skip
-    running(ingest)
-    _many(ingest, 20_000, 1)  # starts with the reader behind
-    await eventually(lambda: len(store.starts) == 1)
-    behind[0] = False  # and then it has caught up
-    work = ingest.stats.last_flush_s
-    assert work > 0
-    feed(ingest, trade("LATE", 1))
-    await eventually(lambda: len(store.starts) == 2, within_s=5)
-    assert store.starts[1] - store.starts[0] >= 3 * work, (store.starts, work)
-
-
 class DownThenUp(InMemoryLatestStore):
     """Refuses writes until ``up`` is set (a store outage), then takes them at once."""
 
