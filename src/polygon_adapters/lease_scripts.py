@@ -22,8 +22,17 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from polygon_core.keys import LEADER_KEY
+from polygon_core.ports import LatestValue
 
-__all__ = ["FENCED_SETS", "LATEST_WINS_SET", "RELEASE", "RENEW", "Fence", "event_time_arg"]
+__all__ = [
+    "FENCED_SETS",
+    "LATEST_WINS_SET",
+    "RELEASE",
+    "RENEW",
+    "Fence",
+    "event_time_arg",
+    "script_time",
+]
 
 RENEW = """\
 if redis.call('GET', KEYS[1]) == ARGV[1] then
@@ -77,11 +86,14 @@ per key."""
 LATEST_WINS_SET = _NEWER_OR_EQUAL + "return take(KEYS[1], ARGV[1], ARGV[2], ARGV[3])\n"
 
 
-def event_time_arg(t: int | float, strictly_newer: bool = False) -> bytes:
-    """An event time as a script argument Lua's ``tonumber`` reads back exactly; negative
-    for a value to be written only over an older record (``LatestValue.strictly_newer``)."""
-    if strictly_newer:
-        t = -t
+def script_time(value: LatestValue) -> int | float:
+    """``value``'s event time as the scripts take it: negative for a value to be written
+    only over an older record (``LatestValue.strictly_newer``)."""
+    return -value.event_time if value.strictly_newer else value.event_time
+
+
+def event_time_arg(t: int | float) -> bytes:
+    """An event time as a script argument Lua's ``tonumber`` reads back exactly."""
     return b"%d" % t if isinstance(t, int) or t.is_integer() else repr(t).encode()
 
 

@@ -10,7 +10,13 @@ from typing import Any
 from redis.asyncio import Redis, RedisCluster
 from redis.exceptions import RedisError, ResponseError
 
-from polygon_adapters.lease_scripts import FENCED_SETS, LATEST_WINS_SET, Fence, event_time_arg
+from polygon_adapters.lease_scripts import (
+    FENCED_SETS,
+    LATEST_WINS_SET,
+    Fence,
+    event_time_arg,
+    script_time,
+)
 from polygon_adapters.redis_errors import ErrorKind, classify
 from polygon_adapters.redis_wire import pack_fenced
 from polygon_core.errors import LeaseLost
@@ -35,7 +41,7 @@ async def put_fenced(
     if isinstance(client, RedisCluster):
         pipe = client.pipeline(transaction=False)
         for v in values:
-            t = event_time_arg(v.event_time, v.strictly_newer)
+            t = event_time_arg(script_time(v))
             pipe.eval(LATEST_WINS_SET, 1, v.key, v.value, v.ttl_s, t)
         results = await pipe.execute(raise_on_error=False)
         stats.older_refused += sum(1 for r in results if r == 0)

@@ -14,7 +14,7 @@ try:  # the sentinel redis-py's hiredis parser returns when a reply is incomplet
 except ImportError:  # pragma: no cover - other redis-py layouts use the portable path
     _NOT_ENOUGH_DATA = None
 
-from polygon_adapters.lease_scripts import event_time_arg
+from polygon_adapters.lease_scripts import event_time_arg, script_time
 from polygon_core.ports import LatestValue
 
 __all__ = ["pack_fenced", "pack_sets", "read_replies"]
@@ -66,7 +66,7 @@ def pack_fenced(
     for value in values:
         append(_bulk(value.value))
         append(_bulk(b"%d" % value.ttl_s))
-        append(_bulk(event_time_arg(value.event_time, value.strictly_newer)))
+        append(_bulk(event_time_arg(script_time(value))))
     return b"".join(parts)
 
 

@@ -33,7 +33,7 @@ from urllib.parse import urlsplit
 import aiohttp
 import msgspec
 
-from polygon_adapters.lease_scripts import FENCED_SETS, RELEASE, RENEW, Fence
+from polygon_adapters.lease_scripts import FENCED_SETS, RELEASE, RENEW, Fence, script_time
 from polygon_core.errors import LeaseLost, StoreRejected, StoreUnavailable
 from polygon_core.keys import LEADER_KEY
 from polygon_core.ports import LatestValue
@@ -142,8 +142,7 @@ class UpstashLatestStore:
             args.extend(v.key for v in part)
             args.append(fence.owner)
             for v in part:
-                t = -v.event_time if v.strictly_newer else v.event_time
-                args.extend((v.value.decode("utf-8"), v.ttl_s, t))
+                args.extend((v.value.decode("utf-8"), v.ttl_s, script_time(v)))
             try:
                 async with asyncio.timeout(max(fence.remaining_s(), 0.001)):
                     written = await self.command(*args)  # type: ignore[arg-type]

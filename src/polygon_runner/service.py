@@ -206,12 +206,11 @@ class Service:
         """Active: write what the last term left pending (less what outlived its TTL)
         and start both feeds (the store's fence already lets writes through)."""
         self._first_term.set()
-        held = len(self.ingest.buffer) if self.ingest.held else 0
-        expired = self.ingest.resume()
-        if held:
+        if self.ingest.held:
+            expired = self.ingest.resume()
             logger.warning(
                 "active: writing %d values held from the last term; %d past their TTL dropped",
-                held - expired,
+                len(self.ingest.buffer),
                 expired,
             )
         for feed in self.feeds:
