@@ -298,7 +298,7 @@ async def _check_redis(world: World, out: Collected) -> None:
                 if values != expected:
                     out.redis_mismatches.append(f"{key}: {values} != {expected}")
                 elif not 0 <= ttl_ms <= limit * 1000:  # 0: in its last ms, TTL was set
-                    out.redis_mismatches.append(f"{key}: PTTL {ttl_ms} not in (0, {limit}000]")
+                    out.redis_mismatches.append(f"{key}: PTTL {ttl_ms} not in [0, {limit}000]")
     finally:
         await client.aclose()
     if out.redis_mismatches:  # all of them, for the diagnosis (the verdict shows the first)
